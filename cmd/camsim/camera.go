@@ -41,7 +41,8 @@ type camera struct {
 	outputs []output
 	rnd     *rand.Rand // used only by the run goroutine
 
-	frames atomic.Uint64
+	frames      atomic.Uint64
+	writeErrors atomic.Uint64 // packets a reader's full queue refused
 
 	mu        sync.Mutex
 	sessions  map[*gortsplib.ServerSession]struct{}

@@ -25,6 +25,7 @@ import (
 	"github.com/bluenviron/gortsplib/v5/pkg/base"
 	"github.com/bluenviron/gortsplib/v5/pkg/format"
 	"github.com/bluenviron/gortsplib/v5/pkg/format/rtph264"
+	"github.com/bluenviron/gortsplib/v5/pkg/liberrors"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/pion/rtp"
 )
@@ -167,6 +168,7 @@ type readerStats struct {
 	aus          int
 	sizes        map[string]int // "WxH" of every SPS seen, in-band or in the SDP
 	decodeErrors int
+	unknownPT    int // packets with the payload type not in the SDP
 	lost         uint64
 }
 
@@ -199,9 +201,13 @@ func play(t *testing.T, rawURL string, proto gortsplib.Protocol, tc *tls.Config)
 		Host:      u.Host,
 		Protocol:  &proto,
 		TLSConfig: tc,
-		OnDecodeError: func(error) {
+		OnDecodeError: func(err error) {
 			r.mu.Lock()
 			r.seen.decodeErrors++
+			var pt liberrors.ErrClientRTPPacketUnknownPayloadType
+			if errors.As(err, &pt) && pt.PayloadType == wrongPT {
+				r.seen.unknownPT++
+			}
 			r.mu.Unlock()
 		},
 		OnPacketsLost: func(n uint64) {
@@ -532,23 +538,34 @@ func TestFaultResolution(t *testing.T) {
 
 func TestFaultMalformed(t *testing.T) {
 	ts := startSim(t)
-	r := play(t, ts.rtspURL("cam1"), gortsplib.ProtocolTCP, nil)
-	r.waitAUs(t, 5)
-	before := r.snapshot()
-	fault(t, ts, "cam=cam1&kind=malformed&count=50")
-	waitFor(t, 10*time.Second, "decode errors and sequence gaps", func() bool {
-		s := r.snapshot()
-		return s.decodeErrors > before.decodeErrors && s.lost > before.lost
-	})
-	// The stream recovers: whole frames keep arriving and other clients work.
-	mid := r.snapshot().aus
-	r.waitAUs(t, mid+50)
-	out, err := ffprobe(t, ts.rtspURL("cam1"), "-rtsp_transport", "tcp")
-	if err != nil || !strings.Contains(out, "codec_name=h264") {
-		t.Fatalf("ffprobe after malformed packets: %v\n%s", err, out)
+	for _, tc := range []struct {
+		name  string
+		proto gortsplib.Protocol
+	}{
+		{"tcp", gortsplib.ProtocolTCP},
+		{"udp", gortsplib.ProtocolUDP},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := play(t, ts.rtspURL("cam1"), tc.proto, nil)
+			r.waitAUs(t, 5)
+			before := r.snapshot()
+			fault(t, ts, "cam=cam1&kind=malformed&count=50")
+			waitFor(t, 10*time.Second, "decode errors, sequence gaps and a foreign payload type", func() bool {
+				s := r.snapshot()
+				return s.decodeErrors > before.decodeErrors && s.lost > before.lost && s.unknownPT > 0
+			})
+			// The stream recovers: whole frames keep arriving and other clients work.
+			mid := r.snapshot().aus
+			r.waitAUs(t, mid+50)
+			out, err := ffprobe(t, ts.rtspURL("cam1"), "-rtsp_transport", "tcp")
+			if err != nil || !strings.Contains(out, "codec_name=h264") {
+				t.Fatalf("ffprobe after malformed packets: %v\n%s", err, out)
+			}
+			s := r.snapshot()
+			t.Logf("packets %d, decode errors %d (foreign payload type %d), lost %d",
+				s.packets, s.decodeErrors, s.unknownPT, s.lost)
+		})
 	}
-	s := r.snapshot()
-	t.Logf("packets %d, decode errors %d, lost %d", s.packets, s.decodeErrors, s.lost)
 }
 
 func TestFaultErrors(t *testing.T) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,8 +31,9 @@ var errNoAlternateClip = errors.New("no clip at the other resolution")
 
 // camStats is one camera's entry in GET /stats.
 type camStats struct {
-	Frames   uint64 `json:"frames"`
-	Sessions int    `json:"sessions"`
+	Frames      uint64 `json:"frames"`
+	Sessions    int    `json:"sessions"`
+	WriteErrors uint64 `json:"write_errors"`
 }
 
 // controlHandler serves the fault-injection API:
@@ -46,7 +48,7 @@ func controlHandler(cams map[string]*camera, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		out := make(map[string]camStats, len(cams))
 		for name, c := range cams {
-			out[name] = camStats{Frames: c.frames.Load(), Sessions: c.sessionCount()}
+			out[name] = camStats{Frames: c.frames.Load(), Sessions: c.sessionCount(), WriteErrors: c.writeErrors.Load()}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		if err := json.NewEncoder(w).Encode(out); err != nil {
@@ -123,7 +125,8 @@ func (c *camera) inject(kind, forArg, countArg string) error {
 // malformedPacket builds the i-th packet of a malformed burst. The kinds
 // rotate: FU header with both start and end bits, a fragmentation unit that
 // is started but never finished, a truncated single NAL unit, random bytes, a
-// huge timestamp jump and a sequence number jump.
+// huge timestamp jump, a sequence number jump and a payload type that the SDP
+// does not announce (see wire.go).
 func (c *camera) malformedPacket(i int, ts uint32) *rtp.Packet {
 	h265 := c.clips[c.cur].codec == "h265"
 	pkt := &rtp.Packet{Header: rtp.Header{
@@ -138,7 +141,7 @@ func (c *camera) malformedPacket(i int, ts uint32) *rtp.Packet {
 		}
 		return b
 	}
-	switch i % 6 {
+	switch i % 7 {
 	case 0: // FU with start and end set at once
 		if h265 {
 			pkt.Payload = append([]byte{49 << 1, 1, 0xc0 | 19}, random(64)...)
@@ -166,6 +169,8 @@ func (c *camera) malformedPacket(i int, ts uint32) *rtp.Packet {
 	case 5: // sequence jump
 		c.seq += 1000 + uint16(c.rnd.IntN(20000))
 		pkt.Payload = random(32)
+	case 6: // payload type not in the SDP, rewritten on the wire
+		pkt.Payload = append(bytes.Clone(wrongPTCookie), random(32)...)
 	}
 	pkt.SequenceNumber = c.nextSeq()
 	return pkt

@@ -115,6 +115,13 @@ func (s *Sim) Run(ctx context.Context) error {
 		UDPRTCPAddress: rtcpConn.LocalAddr().String(),
 		AuthMethods:    []auth.VerifyMethod{auth.VerifyMethodDigestMD5},
 		ListenPacket:   prebound(rtpConn, rtcpConn),
+		Listen: func(network, address string) (net.Listener, error) {
+			ln, err := net.Listen(network, address)
+			if err != nil {
+				return nil, err
+			}
+			return ptListener{ln}, nil
+		},
 	}
 	if err := plain.Start(); err != nil {
 		rtpConn.Close()
@@ -275,6 +282,16 @@ func (h *handler) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) 
 	}
 }
 
+// OnStreamWriteError implements gortsplib.ServerHandlerOnStreamWriteError.
+// It fires when a reader's write queue is full (a slow reader).
+func (h *handler) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteErrorCtx) {
+	if c, ok := ctx.Session.UserData().(*camera); ok {
+		if c.writeErrors.Add(1)%1000 == 1 {
+			c.log.Warn("packets dropped for a slow reader", "err", ctx.Error, "total", c.writeErrors.Load())
+		}
+	}
+}
+
 // OnConnOpen implements gortsplib.ServerHandlerOnConnOpen.
 func (h *handler) OnConnOpen(ctx *gortsplib.ServerHandlerOnConnOpenCtx) {
 	h.sim.log.Debug("conn opened", "remote", ctx.Conn.NetConn().RemoteAddr().String())
@@ -322,6 +339,9 @@ func prebound(conns ...net.PacketConn) func(network, address string) (net.Packet
 	return func(network, address string) (net.PacketConn, error) {
 		for _, c := range conns {
 			if c.LocalAddr().String() == address {
+				if u, ok := c.(*net.UDPConn); ok {
+					return ptPacketConn{u}, nil
+				}
 				return c, nil
 			}
 		}
