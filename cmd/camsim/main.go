@@ -112,11 +112,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	cfg.Seed = uint64(time.Now().UnixNano())
+	cfg.Announce = stdout
 	sim, err := New(cfg, log)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "camsim: %d cameras, codec %s\n", cfg.Cameras, cfg.Codec)
 	return sim.Run(ctx)
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,8 +36,9 @@ type Config struct {
 	User        string // empty with NoAuth
 	Password    string
 	NoAuth      bool
-	ReadyFile   string // written with the bound addresses; empty skips it
-	Seed        uint64 // seeds malformed payloads and initial RTP numbers
+	ReadyFile   string    // written with the bound addresses; empty skips it
+	Announce    io.Writer // gets one line with the bound addresses; nil skips it
+	Seed        uint64    // seeds malformed payloads and initial RTP numbers
 }
 
 // Addrs are the bound addresses, as written to the ready file.
@@ -208,6 +210,10 @@ func (s *Sim) Run(ctx context.Context) error {
 
 	s.log.Info("listening", "rtsp", addrs.RTSP, "rtsps", addrs.RTSPS, "udp_rtp", addrs.UDPRTP,
 		"control", addrs.Control, "cameras", len(s.cams), "codec", s.cfg.Codec, "auth", !s.cfg.NoAuth)
+	if s.cfg.Announce != nil {
+		fmt.Fprintf(s.cfg.Announce, "camsim: rtsp=%s rtsps=%s control=%s udp=%s,%s\n",
+			addrs.RTSP, addrs.RTSPS, addrs.Control, addrs.UDPRTP, addrs.UDPRTCP)
+	}
 	if s.cfg.ReadyFile != "" {
 		if err := writeJSONFile(s.cfg.ReadyFile, addrs); err != nil {
 			cancel()
