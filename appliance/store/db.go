@@ -89,7 +89,22 @@ func Open(path string, opts Options, log *slog.Logger) (*DB, error) {
 	return db, nil
 }
 
+// init creates missing buckets and checks the schema version. An index that
+// is already complete is only read, so Open costs no commit.
 func (db *DB) init() error {
+	complete := false
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if tx.Bucket(name) == nil {
+				return nil
+			}
+		}
+		complete = true
+		return checkSchema(tx.Bucket(bucketMeta).Get(keySchema))
+	})
+	if err != nil || complete {
+		return err
+	}
 	return db.bolt.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -97,16 +112,21 @@ func (db *DB) init() error {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		switch v := meta.Get(keySchema); {
-		case v == nil:
-			return meta.Put(keySchema, []byte{schemaVersion})
-		case len(v) != 1:
-			return fmt.Errorf("%w: meta/schema is %d bytes", ErrCorrupt, len(v))
-		case v[0] > schemaVersion:
-			return fmt.Errorf("index schema %d is newer than this build's %d", v[0], schemaVersion)
+		if v := meta.Get(keySchema); v != nil {
+			return checkSchema(v)
 		}
-		return nil
+		return meta.Put(keySchema, []byte{schemaVersion})
 	})
+}
+
+func checkSchema(v []byte) error {
+	switch {
+	case len(v) != 1:
+		return fmt.Errorf("%w: meta/schema is %x", ErrCorrupt, v)
+	case v[0] > schemaVersion:
+		return fmt.Errorf("index schema %d is newer than this build's %d", v[0], schemaVersion)
+	}
+	return nil
 }
 
 // Close closes the index file. Methods called afterwards fail.
