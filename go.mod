@@ -5,6 +5,7 @@ go 1.26.0
 require github.com/google/go-tpm v0.9.8
 
 require (
+	github.com/abema/go-mp4 v1.5.0 // indirect
 	github.com/bluenviron/gortsplib/v5 v5.5.2 // indirect
 	github.com/bluenviron/mediacommon/v2 v2.8.3 // indirect
 	github.com/google/uuid v1.6.0 // indirect

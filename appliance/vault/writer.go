@@ -30,7 +30,12 @@ type Writer struct {
 	buf   []byte // reused frame buffer
 	// err is sticky: after a failed write the file may hold a torn frame, so
 	// nothing more may be appended and Close leaves repair to Repair.
-	err    error
+	err error
+	// burned is the SHA-256 of a frame whose write failed and was rolled
+	// back. Its bytes may have reached the disk, so index n may be sealed
+	// again only with the same bytes (a retry), or as the empty trailer:
+	// other content under the same nonce would reuse the GCM keystream.
+	burned *[32]byte
 	closed bool
 }
 
@@ -178,8 +183,12 @@ func sealFrame(aead cipher.AEAD, hdrHash *[32]byte, dst, plain []byte, idx uint6
 
 // Append seals plain as the next chunk, writes it and waits for it to reach
 // stable storage (fdatasync) before returning. The first chunk must be the
-// init segment whose SHA-256 is Header.InitHash. After a write or sync error
-// the Writer accepts nothing more; Close then leaves the file for [Repair].
+// init segment whose SHA-256 is Header.InitHash. A failed write is rolled back
+// (the partial frame truncated away) and the Writer stays usable; if the roll
+// back or a sync fails, the Writer accepts nothing more and Close leaves the
+// file for [Repair]. After a rolled-back write the same chunk may be retried
+// with the same bytes, or the segment closed; other content is refused, since
+// it would be sealed under the nonce of bytes that may be on the disk.
 func (w *Writer) Append(plain []byte) (ChunkInfo, error) {
 	if w.closed {
 		return ChunkInfo{}, fmt.Errorf("vault: append %s: writer closed", w.path)
@@ -207,9 +216,21 @@ func (w *Writer) Append(plain []byte) (ChunkInfo, error) {
 func (w *Writer) writeFrame(plain []byte, flags byte) (ChunkInfo, error) {
 	idx := w.n
 	w.buf = sealFrame(w.aead, &w.hdrHash, w.buf, plain, idx, flags)
-	if _, err := w.f.Write(w.buf); err != nil {
-		w.err = fmt.Errorf("vault: append %s chunk %d: write: %w", w.path, idx, err)
+	if w.burned != nil && sha256.Sum256(w.buf) != *w.burned && (flags&flagFinal == 0 || len(plain) != 0) {
+		w.err = fmt.Errorf("vault: append %s chunk %d: a failed write of other content used this chunk's nonce; close the segment and start a new one", w.path, idx)
 		return ChunkInfo{}, w.err
+	}
+	if _, err := w.f.Write(w.buf); err != nil {
+		werr := fmt.Errorf("vault: append %s chunk %d: write: %w", w.path, idx, err)
+		// A failed write (a full disk, most often) may have left part of the frame behind. Cut it off and
+		// the segment stays whole, so the caller may go on or close it; only if that fails is the error sticky.
+		if rerr := w.rollback(); rerr != nil {
+			w.err = errors.Join(werr, rerr)
+			return ChunkInfo{}, w.err
+		}
+		sum := sha256.Sum256(w.buf)
+		w.burned = &sum
+		return ChunkInfo{}, werr
 	}
 	if err := unix.Fdatasync(int(w.f.Fd())); err != nil {
 		w.err = fmt.Errorf("vault: append %s chunk %d: fdatasync: %w", w.path, idx, err)
@@ -223,7 +244,22 @@ func (w *Writer) writeFrame(plain []byte, flags byte) (ChunkInfo, error) {
 		Final:  flags&flagFinal != 0,
 	}
 	w.size += int64(len(w.buf))
+	w.burned = nil
 	return info, nil
+}
+
+// rollback truncates the file to the end of the last complete frame and syncs that.
+func (w *Writer) rollback() error {
+	if err := w.f.Truncate(w.size); err != nil {
+		return fmt.Errorf("vault: roll back %s: truncate: %w", w.path, err)
+	}
+	if _, err := w.f.Seek(w.size, io.SeekStart); err != nil {
+		return fmt.Errorf("vault: roll back %s: seek: %w", w.path, err)
+	}
+	if err := unix.Fdatasync(int(w.f.Fd())); err != nil {
+		return fmt.Errorf("vault: roll back %s: fdatasync: %w", w.path, err)
+	}
+	return nil
 }
 
 // Close appends the final trailer chunk (empty plaintext, final flag), fsyncs
