@@ -2,24 +2,25 @@ module github.com/edgenvr/nvr
 
 go 1.26.0
 
-require github.com/google/go-tpm v0.9.8
+require (
+	github.com/bluenviron/gortsplib/v5 v5.5.2
+	github.com/bluenviron/mediacommon/v2 v2.8.3
+	github.com/google/go-tpm v0.9.8
+	github.com/pion/rtp v1.10.1
+	go.etcd.io/bbolt v1.5.0
+	golang.org/x/sync v0.24.0
+	golang.org/x/sys v0.49.0
+)
 
 require (
 	github.com/abema/go-mp4 v1.5.0 // indirect
-	github.com/bluenviron/gortsplib/v5 v5.5.2 // indirect
-	github.com/bluenviron/mediacommon/v2 v2.8.3 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/pion/logging v0.2.4 // indirect
 	github.com/pion/randutil v0.1.0 // indirect
 	github.com/pion/rtcp v1.2.16 // indirect
-	github.com/pion/rtp v1.10.1 // indirect
 	github.com/pion/sdp/v3 v3.0.18 // indirect
 	github.com/pion/srtp/v3 v3.0.10 // indirect
 	github.com/pion/transport/v4 v4.0.1 // indirect
-	go.etcd.io/bbolt v1.5.0 // indirect
-	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
-	golang.org/x/sync v0.24.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
 )

@@ -1,0 +1,52 @@
+# The NVR appliance firmware. `make run` starts a demo appliance; `make test` runs every test.
+SHELL := /bin/bash
+GO ?= go
+export PATH := /usr/local/go/bin:$(PATH)
+CLIPS := build/clips
+FUZZTIME ?= 30s
+BENCHTIME ?= 1x
+
+.PHONY: all deps clips build run test vet fmt-check bench fuzz clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+clips: deps
+	@scripts/clips.sh $(CLIPS)
+
+build:
+	@mkdir -p bin
+	$(GO) build -o bin/ ./cmd/...
+
+# Starts swtpm, camsim with two cameras and nvrd recording them into ./data. Ctrl-C stops everything.
+run: deps clips build
+	@scripts/run.sh
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+test: deps clips fmt-check vet build
+	$(GO) test -race -timeout 25m ./...
+
+# Benchmarks: package micro-benchmarks, then the whole-daemon recording benchmark (CPU and RSS per camera).
+bench: deps clips build
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./appliance/vault/ ./appliance/store/
+	$(GO) test -run '^$$' -bench . -benchmem ./appliance/vault/ -benchtime 2s -bench 'Seal|AESGCM'
+	NVR_BENCH=1 $(GO) test -run '^$$' -bench 'Recording' -benchtime 1x -timeout 30m ./e2e/
+
+# Runs every fuzz target for FUZZTIME, starting from the committed corpora.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin build

@@ -1,0 +1,112 @@
+// Command nvrd is the NVR appliance daemon: it records the configured cameras into the encrypted data
+// directory until it receives SIGTERM or SIGINT, then closes every segment. A kill at any instant is
+// recovered at the next start.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgenvr/nvr/appliance"
+	"github.com/edgenvr/nvr/appliance/store"
+	"github.com/edgenvr/nvr/internal/cli"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "nvrd:", err)
+		os.Exit(1)
+	}
+}
+
+// cameraFlags collects repeated -camera NAME=URL flags.
+type cameraFlags []appliance.Camera
+
+func (c *cameraFlags) String() string { return fmt.Sprint(len(*c), " cameras") }
+
+func (c *cameraFlags) Set(v string) error {
+	name, url, ok := strings.Cut(v, "=")
+	if !ok || name == "" || url == "" {
+		return errors.New("want NAME=rtsp://HOST/PATH")
+	}
+	if strings.Contains(url, "@") {
+		return errors.New("credentials belong in the -camera-credentials file, not the URL")
+	}
+	*c = append(*c, appliance.Camera{Name: name, URL: url})
+	return nil
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("nvrd", flag.ContinueOnError)
+	var cams cameraFlags
+	dataDir := fs.String("data", "/var/lib/nvr", "data directory (index and encrypted segments)")
+	tpmDev := fs.String("tpm", "/dev/tpmrm0", "TPM: a device path, swtpm:HOST:PORT or swtpm:unix:PATH")
+	fs.Var(&cams, "camera", "camera to record as NAME=rtsp://HOST/PATH (repeatable)")
+	credFile := fs.String("camera-credentials", "", "file of camera credentials, one \"NAME USER PASSWORD\" per line (mode 600)")
+	transport := fs.String("transport", "", "RTSP transport: tcp, udp, or empty for automatic")
+	segment := fs.Duration("segment", 60*time.Second, "segment length")
+	fragment := fs.Duration("fragment", time.Second, "fragment length (cut at the next key frame)")
+	videoLoss := fs.Duration("video-loss", 5*time.Second, "silence after which a camera raises video loss")
+	high := fs.Float64("retention-high", 0.90, "delete oldest segments when the file system is fuller than this fraction")
+	low := fs.Float64("retention-low", 0.85, "... until it is below this fraction")
+	maxAge := fs.Duration("max-age", 0, "delete segments older than this (0: keep until space is needed)")
+	retEvery := fs.Duration("retention-every", 10*time.Second, "retention pass interval")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	log, err := cli.Logger(os.Stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	if *credFile != "" {
+		creds, err := cli.ReadCredentials(*credFile)
+		if err != nil {
+			return err
+		}
+		for i := range cams {
+			if c, ok := cli.For(creds, cams[i].Name); ok {
+				cams[i].Username, cams[i].Password = c.Username, c.Password
+			}
+		}
+	}
+	for i := range cams {
+		cams[i].Transport = *transport
+	}
+	for _, c := range cams {
+		if c.Username == "" {
+			log.Warn("camera has no credentials: recording it without authentication", "camera", c.Name)
+		}
+	}
+	a, err := appliance.New(appliance.Config{
+		DataDir:          *dataDir,
+		TPM:              *tpmDev,
+		Cameras:          cams,
+		SegmentDuration:  *segment,
+		FragmentDuration: *fragment,
+		VideoLossAfter:   *videoLoss,
+		RetentionEvery:   *retEvery,
+		Retention:        retentionPolicy(*high, *low, *maxAge),
+	}, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return a.Run(ctx)
+}
+
+func retentionPolicy(high, low float64, maxAge time.Duration) store.RetentionPolicy {
+	return store.RetentionPolicy{HighWater: high, LowWater: low, DefaultMaxAge: maxAge}
+}
