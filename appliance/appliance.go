@@ -246,3 +246,16 @@ func (e eventLogger) Event(ev ingest.Event) {
 	e.log.Info("camera event", attrs...)
 	e.rec.Event(ev)
 }
+
+// Healthy reports whether every camera pipeline wrote a fragment within maxAge: what a watchdog should be
+// fed on. An appliance with no cameras is healthy. It returns the names of the cameras that are not.
+func (a *Appliance) Healthy(maxAge time.Duration) (bool, []string) {
+	now := time.Now()
+	var stale []string
+	for name, st := range a.Status() {
+		if now.Sub(st.LastWrite) > maxAge {
+			stale = append(stale, name)
+		}
+	}
+	return len(stale) == 0, stale
+}
