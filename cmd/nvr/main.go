@@ -3,6 +3,7 @@
 //
 //	nvr export -data DIR -tpm DEVICE -camera NAME -from TIME -to TIME -o out.mp4
 //	nvr fsck -data DIR
+//	nvr segments -data DIR [-camera NAME] [-from TIME] [-to TIME]
 package main
 
 import (
@@ -31,6 +32,7 @@ func main() {
 const usage = `usage:
   nvr export -data DIR -tpm DEVICE -camera NAME -from TIME -to TIME -o FILE.mp4
   nvr fsck -data DIR
+  nvr segments -data DIR [-camera NAME] [-from TIME] [-to TIME]
 TIME is RFC 3339, Unix seconds, or -DURATION before now.`
 
 func run(args []string, stdout, stderr io.Writer) (int, error) {
@@ -43,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) (int, error) {
 		return export(args[1:], stdout, stderr)
 	case "fsck":
 		return fsck(args[1:], stdout, stderr)
+	case "segments":
+		return segments(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(stdout, usage)
 		return 0, nil
