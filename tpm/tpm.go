@@ -68,8 +68,39 @@ func Open(device string, log *slog.Logger) (*TPM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tpm: open %s: %w", device, err)
 	}
+	if strings.HasPrefix(device, "swtpm:") {
+		// swtpm has no resource manager: objects a killed process loaded stay loaded until the TPM runs out
+		// of slots. The appliance is crash-only and owns its TPM, so start-up clears what a crash left.
+		n, err := flushStale(tr)
+		if err != nil {
+			tr.Close()
+			return nil, fmt.Errorf("tpm: open %s: %w", device, err)
+		}
+		if n > 0 {
+			log.Info("tpm: flushed objects left loaded by an earlier process", "count", n)
+		}
+	}
 	log.Debug("tpm opened", "device", device)
 	return &TPM{log: log, tr: tr}, nil
+}
+
+// flushStale flushes every loaded transient object and session. Only for TPMs without a resource manager,
+// which one process owns.
+func flushStale(tr transport.TPM) (int, error) {
+	n := 0
+	for _, ht := range []tpm2.TPMHT{tpm2.TPMHTTransient, tpm2.TPMHTHMACSession, tpm2.TPMHTPolicySession} {
+		hs, err := loadedHandles(tr, ht)
+		if err != nil {
+			return n, err
+		}
+		for _, h := range hs {
+			if _, err := (tpm2.FlushContext{FlushHandle: tpm2.TPMHandle(h)}).Execute(tr); err != nil {
+				return n, fmt.Errorf("flush stale handle %#x: %w", h, err)
+			}
+			n++
+		}
+	}
+	return n, nil
 }
 
 func openTransport(device string) (transport.TPMCloser, error) {
@@ -266,8 +297,13 @@ func (t *TPM) TransientHandles() ([]uint32, error) {
 }
 
 func transientHandles(tr transport.TPM) ([]uint32, error) {
+	return loadedHandles(tr, tpm2.TPMHTTransient)
+}
+
+// loadedHandles lists the loaded handles of one handle type.
+func loadedHandles(tr transport.TPM, ht tpm2.TPMHT) ([]uint32, error) {
 	var out []uint32
-	next := uint32(tpm2.TPMHTTransient) << 24
+	next := uint32(ht) << 24
 	for {
 		rsp, err := tpm2.GetCapability{
 			Capability:    tpm2.TPMCapHandles,
@@ -282,7 +318,7 @@ func transientHandles(tr transport.TPM) ([]uint32, error) {
 			return nil, fmt.Errorf("tpm: get capability handles: %w", err)
 		}
 		for _, h := range hl.Handle {
-			if uint32(h)>>24 != uint32(tpm2.TPMHTTransient) {
+			if uint32(h)>>24 != uint32(ht) {
 				return out, nil
 			}
 			out = append(out, uint32(h))
