@@ -1,0 +1,170 @@
+package tpm
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"sync"
+
+	"github.com/google/go-tpm/tpm2"
+)
+
+// tlsTemplate is the fixed public template of the web server's TLS key: an
+// ECC P-256 signing key, derived as a primary object under the owner
+// hierarchy so the TPM re-creates the identical key on every start. Changing
+// any field changes the key (and the fingerprint users pinned): never change it.
+func tlsTemplate() tpm2.TPMTPublic {
+	return tpm2.TPMTPublic{
+		Type:    tpm2.TPMAlgECC,
+		NameAlg: tpm2.TPMAlgSHA256,
+		ObjectAttributes: tpm2.TPMAObject{
+			FixedTPM:            true,
+			FixedParent:         true,
+			SensitiveDataOrigin: true,
+			UserWithAuth:        true,
+			NoDA:                true,
+			SignEncrypt:         true,
+		},
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+			Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+			// A null scheme lets each signature name its hash (TLS 1.2 peers may ask for SHA-384).
+			Scheme:  tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgNull},
+			CurveID: tpm2.TPMECCNistP256,
+			KDF:     tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+		}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+			X: tpm2.TPM2BECCParameter{Buffer: []byte("edgenvr tls key v1")},
+			Y: tpm2.TPM2BECCParameter{},
+		}),
+	}
+}
+
+// TLSKey is the web server's TLS private key, held by the TPM. It implements
+// [crypto.Signer] with ECDSA over P-256: crypto/tls calls Sign during each
+// handshake, and the private half never leaves the TPM. Close flushes it.
+type TLSKey struct {
+	t *TPM
+
+	mu     sync.Mutex
+	handle tpm2.TPMHandle
+	name   tpm2.TPM2BName
+	pub    *ecdsa.PublicKey
+}
+
+// TLSKey loads (creating it on first use, deterministically) the TPM-held
+// TLS key. The caller closes it before closing t.
+func (t *TPM) TLSKey() (*TLSKey, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, ErrClosed
+	}
+	rsp, err := tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		InPublic:      tpm2.New2B(tlsTemplate()),
+	}.Execute(t.tr)
+	if err != nil {
+		return nil, fmt.Errorf("tpm: create tls key: %w", err)
+	}
+	pub, err := ecdsaPublic(rsp.OutPublic)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("tpm: tls key public: %w", err), t.flushLocked(rsp.ObjectHandle))
+	}
+	t.log.Debug("tpm tls key loaded", "handle", fmt.Sprintf("0x%08x", uint32(rsp.ObjectHandle)))
+	return &TLSKey{t: t, handle: rsp.ObjectHandle, name: rsp.Name, pub: pub}, nil
+}
+
+func ecdsaPublic(p tpm2.TPM2BPublic) (*ecdsa.PublicKey, error) {
+	pub, err := p.Contents()
+	if err != nil {
+		return nil, err
+	}
+	point, err := pub.Unique.ECC()
+	if err != nil {
+		return nil, err
+	}
+	x := new(big.Int).SetBytes(point.X.Buffer)
+	y := new(big.Int).SetBytes(point.Y.Buffer)
+	if !elliptic.P256().IsOnCurve(x, y) {
+		return nil, errors.New("point is not on P-256")
+	}
+	return &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}, nil
+}
+
+// Public returns the *ecdsa.PublicKey of the TLS key.
+func (k *TLSKey) Public() crypto.PublicKey { return k.pub }
+
+// Sign signs digest, which must be the hash named by opts (SHA-256 or
+// SHA-384), inside the TPM and returns an ASN.1 DER ECDSA signature, as
+// crypto/tls expects. rand is ignored: the TPM draws its own nonce.
+func (k *TLSKey) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	var alg tpm2.TPMIAlgHash
+	switch opts.HashFunc() {
+	case crypto.SHA256:
+		alg = tpm2.TPMAlgSHA256
+	case crypto.SHA384:
+		alg = tpm2.TPMAlgSHA384
+	default:
+		return nil, fmt.Errorf("tpm: tls sign: unsupported hash %v", opts.HashFunc())
+	}
+	if len(digest) != opts.HashFunc().Size() {
+		return nil, fmt.Errorf("tpm: tls sign: digest of %d bytes for %v", len(digest), opts.HashFunc())
+	}
+	k.mu.Lock()
+	h, name := k.handle, k.name
+	k.mu.Unlock()
+	if h == 0 {
+		return nil, ErrClosed
+	}
+	k.t.mu.Lock()
+	defer k.t.mu.Unlock()
+	if k.t.closed {
+		return nil, ErrClosed
+	}
+	rsp, err := tpm2.Sign{
+		KeyHandle: tpm2.AuthHandle{Handle: h, Name: name, Auth: tpm2.PasswordAuth(nil)},
+		Digest:    tpm2.TPM2BDigest{Buffer: digest},
+		InScheme: tpm2.TPMTSigScheme{
+			Scheme:  tpm2.TPMAlgECDSA,
+			Details: tpm2.NewTPMUSigScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSchemeHash{HashAlg: alg}),
+		},
+		Validation: tpm2.TPMTTKHashCheck{Tag: tpm2.TPMSTHashCheck, Hierarchy: tpm2.TPMRHNull},
+	}.Execute(k.t.tr)
+	if err != nil {
+		return nil, fmt.Errorf("tpm: tls sign: %w", err)
+	}
+	sig, err := rsp.Signature.Signature.ECDSA()
+	if err != nil {
+		return nil, fmt.Errorf("tpm: tls sign: %w", err)
+	}
+	der, err := asn1.Marshal(struct{ R, S *big.Int }{
+		new(big.Int).SetBytes(sig.SignatureR.Buffer),
+		new(big.Int).SetBytes(sig.SignatureS.Buffer),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tpm: tls sign: encode: %w", err)
+	}
+	return der, nil
+}
+
+// Close flushes the key from the TPM. Sign fails afterwards.
+func (k *TLSKey) Close() error {
+	k.mu.Lock()
+	h := k.handle
+	k.handle = 0
+	k.mu.Unlock()
+	if h == 0 {
+		return ErrClosed
+	}
+	k.t.mu.Lock()
+	defer k.t.mu.Unlock()
+	if k.t.closed {
+		return nil // the transport is gone; the resource manager or swtpm restart drops the handle
+	}
+	return k.t.flushLocked(h)
+}
