@@ -18,11 +18,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/edgenvr/nvr/appliance/ingest"
@@ -371,13 +369,13 @@ func (r *Recorder) closeSegment(state store.State) {
 }
 
 // writeFailed logs a failure on the recording path (once per run of failures), counts it and asks for
-// space when space ran out.
+// space.
 func (r *Recorder) writeFailed(err error) {
 	r.update(func(s *Status) { s.WriteErrs++ })
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, os.ErrDeadlineExceeded) {
-		if r.cfg.NeedSpace != nil {
-			r.cfg.NeedSpace()
-		}
+	// Most write failures on a recorder are a full disk, whatever layer reports it (the segment file, the
+	// index): ask retention to run now. A pass that finds nothing to do costs little.
+	if r.cfg.NeedSpace != nil {
+		r.cfg.NeedSpace()
 	}
 	if !r.errLog {
 		r.errLog = true
