@@ -60,6 +60,7 @@ func run(args []string) error {
 	retEvery := fs.Duration("retention-every", 10*time.Second, "retention pass interval")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for benchmarks)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -69,6 +70,13 @@ func run(args []string) error {
 	log, err := cli.Logger(os.Stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		stop, err := cli.StartCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	if *credFile != "" {
 		creds, err := cli.ReadCredentials(*credFile)

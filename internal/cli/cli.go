@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -110,4 +111,20 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 		return time.Unix(sec, int64((f-float64(sec))*1e9)), nil
 	}
 	return time.Time{}, fmt.Errorf("time %q: use RFC 3339, Unix seconds or -DURATION", s)
+}
+
+// StartCPUProfile writes a CPU profile to path until the returned function is called.
+func StartCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
