@@ -29,7 +29,8 @@ var (
 // refuses a file written by a newer layout.
 const schemaVersion = 1
 
-var allBuckets = [][]byte{bucketMeta, bucketCameras, bucketSegments, bucketIndex, bucketOpen, bucketSpans, bucketHolds}
+var allBuckets = [][]byte{bucketMeta, bucketCameras, bucketSegments, bucketIndex, bucketOpen, bucketSpans, bucketHolds,
+	bucketLogLeaves, bucketLogHashes, bucketLogCkpts, bucketLogMeta}
 
 // Options configures Open.
 type Options struct {
