@@ -3,6 +3,14 @@
 // optionally RTSPS, looping a pre-encoded H.264 or H.265 clip at real-time
 // pace, with RTSP digest authentication.
 //
+// With -onvif each camera is also an ONVIF device with its own HTTP (and,
+// with -onvifs, HTTPS) port: Device, Media and Events services with
+// WS-UsernameToken digest authentication, user management, firmware upgrade
+// and pull-point events; with -discovery it answers WS-Discovery probes. The
+// -user/-password-file account is every device's initial administrator; once
+// an ONVIF client changes a device's users, RTSP for that camera accepts
+// those users instead.
+//
 // A loopback-only HTTP control endpoint reports per-camera statistics
 // (GET /stats) and injects faults (POST /fault): dropped sessions, stalls,
 // malformed RTP packets and a mid-stream resolution change. Once listening,
@@ -70,6 +78,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.ClipDir, "clips", "build/clips", "directory of clips made by scripts/clips.sh")
 	fs.BoolVar(&cfg.NoAuth, "no-auth", false, "serve without authentication")
 	fs.StringVar(&cfg.ReadyFile, "ready-file", "", "write the bound addresses here as JSON once listening")
+	fs.StringVar(&cfg.ONVIFAddr, "onvif", "", "ONVIF HTTP address; each camera is one device (port 0: kernel-chosen per camera, P: P+i-1)")
+	fs.StringVar(&cfg.ONVIFSAddr, "onvifs", "", "ONVIF HTTPS address, like -onvif (each device has its own certificate)")
+	fs.StringVar(&cfg.DiscoveryIface, "discovery", "", "answer WS-Discovery probes on this interface (needs -onvif)")
+	fs.StringVar(&cfg.ONVIFStateFile, "onvif-state", "", "write every ONVIF device's state (users, firmware, identity) here as JSON, for tests")
+	fs.DurationVar(&cfg.ONVIFReboot, "onvif-reboot", time.Second, "how long a simulated reboot (after SystemReboot or a firmware upgrade) lasts")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -109,6 +122,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.TLS = tc
 	} else if *certFile != "" || *keyFile != "" || *certOut != "" {
 		return errors.New("-cert, -key and -cert-out need -rtsps")
+	}
+
+	if (cfg.ONVIFSAddr != "" || cfg.DiscoveryIface != "" || cfg.ONVIFStateFile != "") && cfg.ONVIFAddr == "" {
+		return errors.New("-onvifs, -discovery and -onvif-state need -onvif")
+	}
+	if cfg.ONVIFAddr != "" && cfg.NoAuth {
+		return errors.New("-onvif needs authentication: the initial ONVIF administrator is -user with -password-file")
 	}
 
 	cfg.Seed = uint64(time.Now().UnixNano())

@@ -39,15 +39,22 @@ type Config struct {
 	ReadyFile   string    // written with the bound addresses; empty skips it
 	Announce    io.Writer // gets one line with the bound addresses; nil skips it
 	Seed        uint64    // seeds malformed payloads and initial RTP numbers
+
+	ONVIFAddr      string        // ONVIF HTTP listener template; empty disables ONVIF
+	ONVIFSAddr     string        // ONVIF HTTPS listener template; empty: no HTTPS
+	DiscoveryIface string        // interface for WS-Discovery; empty: none
+	ONVIFStateFile string        // device state written here on every change; empty: none
+	ONVIFReboot    time.Duration // length of a simulated reboot
 }
 
 // Addrs are the bound addresses, as written to the ready file.
 type Addrs struct {
-	RTSP    string `json:"rtsp"`
-	RTSPS   string `json:"rtsps,omitempty"`
-	UDPRTP  string `json:"udp_rtp"`
-	UDPRTCP string `json:"udp_rtcp"`
-	Control string `json:"control"`
+	RTSP    string       `json:"rtsp"`
+	RTSPS   string       `json:"rtsps,omitempty"`
+	UDPRTP  string       `json:"udp_rtp"`
+	UDPRTCP string       `json:"udp_rtcp"`
+	Control string       `json:"control"`
+	ONVIF   []onvifAddrs `json:"onvif,omitempty"`
 }
 
 // Sim is a set of simulated cameras behind one RTSP (and optionally one RTSPS)
@@ -59,6 +66,7 @@ type Sim struct {
 	// ready is set once every camera has its streams; until then the
 	// handlers answer 503.
 	ready atomic.Bool
+	onvif *onvifSet // nil without -onvif
 }
 
 // New loads the clips and prepares the cameras. Nothing listens until Run.
@@ -96,6 +104,11 @@ func New(cfg Config, log *slog.Logger) (*Sim, error) {
 	for i := 1; i <= cfg.Cameras; i++ {
 		name := "cam" + strconv.Itoa(i)
 		s.cams[name] = newCamera(name, clips, log, cfg.Seed+uint64(i))
+	}
+	if cfg.ONVIFAddr != "" {
+		if s.onvif, err = newOnvifSet(cfg.Cameras, cfg.User, cfg.Password, cfg.ONVIFStateFile, cfg.ONVIFReboot, log.With("part", "onvif")); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -165,7 +178,14 @@ func (s *Sim) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: controlHandler(s.cams, s.log), ReadHeaderTimeout: 5 * time.Second}
+	ctlHandler := controlHandler(s.cams, s.log)
+	if s.onvif != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/", ctlHandler)
+		mux.Handle("/onvif/", s.onvif.control())
+		ctlHandler = mux
+	}
+	hs := &http.Server{Handler: ctlHandler, ReadHeaderTimeout: 5 * time.Second}
 
 	addrs := Addrs{
 		RTSP:    plain.NetListener().Addr().String(),
@@ -178,6 +198,12 @@ func (s *Sim) Run(ctx context.Context) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if s.onvif != nil {
+		if err := s.startONVIF(gctx, g, &addrs); err != nil {
+			ctl.Close()
+			return err
+		}
+	}
 	g.Go(func() error {
 		if err := hs.Serve(ctl); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("control server: %w", err)
@@ -237,7 +263,18 @@ func (h *handler) camera(path string) *camera {
 }
 
 func (h *handler) authorize(sc *gortsplib.ServerConn, req *base.Request) (*base.Response, error) {
-	if h.sim.cfg.NoAuth || sc.VerifyCredentials(req, h.sim.cfg.User, h.sim.cfg.Password) {
+	if h.sim.cfg.NoAuth {
+		return nil, nil
+	}
+	if h.sim.onvif != nil { // the camera's own ONVIF users
+		cam := strings.Trim(req.URL.Path, "/")
+		if i := strings.IndexByte(cam, '/'); i >= 0 {
+			cam = cam[:i]
+		}
+		if h.sim.onvif.checkRTSP(cam, func(u, p string) bool { return sc.VerifyCredentials(req, u, p) }) {
+			return nil, nil
+		}
+	} else if sc.VerifyCredentials(req, h.sim.cfg.User, h.sim.cfg.Password) {
 		return nil, nil
 	}
 	return &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
