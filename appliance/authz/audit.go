@@ -98,10 +98,10 @@ func (a SignerAnchor) Anchor(size uint64, head string, t time.Time) (*Checkpoint
 const maxLine = 64 << 10
 
 type auditLog struct {
-	path   string
-	anchor Anchor
-	now    func() time.Time
-	log    *slog.Logger
+	path    string
+	anchor  Anchor
+	now     func() time.Time
+	log     *slog.Logger
 	forward func(Entry)
 	every   int // entries between checkpoints
 

@@ -224,12 +224,12 @@ func (s *Service) readRand(b []byte) (int, error) {
 
 // User is an account. Secret fields are never rendered by the web layer.
 type User struct {
-	Name     string   `json:"name"`
-	Roles    []string `json:"roles"`
-	Hash     string   `json:"hash,omitempty"`
-	DualAuth bool     `json:"dual_auth"` // a login needs a second person's approval
-	Service  bool     `json:"service"`   // a service account: API tokens only, no interactive login
-	Disabled bool     `json:"disabled"`
+	Name     string    `json:"name"`
+	Roles    []string  `json:"roles"`
+	Hash     string    `json:"hash,omitempty"`
+	DualAuth bool      `json:"dual_auth"` // a login needs a second person's approval
+	Service  bool      `json:"service"`   // a service account: API tokens only, no interactive login
+	Disabled bool      `json:"disabled"`
 	Created  time.Time `json:"created"`
 
 	TOTPSecret string   `json:"totp_secret,omitempty"`
