@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -201,10 +202,12 @@ func (s *stream) unit(au [][]byte, pts int64, now time.Time) (*Unit, error) {
 	s.lastDTS = rel
 	s.lastPTS = pts
 	s.lastWall = now
-	// One allocation for the whole unit: the packets' buffers are not ours to keep.
-	buf := make([]byte, 0, size)
+	// One allocation for the whole unit, laid out as AVCC (each NAL unit after its 4-byte length), which is
+	// what an MP4 sample holds: the recorder writes it as is. The packets' buffers are not ours to keep.
+	buf := make([]byte, 0, size+4*len(kept))
 	nalus := make([][]byte, len(kept))
 	for i, n := range kept {
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(n)))
 		start := len(buf)
 		buf = append(buf, n...)
 		nalus[i] = buf[start:len(buf):len(buf)]
@@ -216,6 +219,7 @@ func (s *stream) unit(au [][]byte, pts int64, now time.Time) (*Unit, error) {
 		PTS:          pts - s.pts0,
 		Wall:         s.wall0.Add(time.Duration(rel) * time.Second / ClockRate),
 		NALUs:        nalus,
+		AVCC:         buf,
 		RandomAccess: random,
 	}, nil
 }

@@ -48,6 +48,9 @@ type Unit struct {
 	Wall time.Time
 	// NALUs are the picture's NAL units without start codes, parameter sets included if the camera sent them.
 	NALUs [][]byte
+	// AVCC holds the same NAL units, each after its 4-byte big-endian length: an MP4 sample as is. NALUs
+	// point into it.
+	AVCC []byte
 	// RandomAccess is true for an IDR (H.264) or IRAP (H.265) picture: a fragment may start here.
 	RandomAccess bool
 }

@@ -3,6 +3,7 @@ package record
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
@@ -51,42 +52,52 @@ func initSegment(p *ingest.Params) ([]byte, error) {
 
 // sample is one picture waiting to be written in a fragment.
 type sample struct {
-	dts    int64 // on the recording timeline
-	ptsOff int32
-	random bool
-	nalus  [][]byte
-	dur    uint32
+	dts     int64 // on the recording timeline
+	ptsOff  int32
+	random  bool
+	payload []byte // AVCC: NAL units each after a 4-byte length
+	dur     uint32
 }
 
-// fragment builds one fMP4 fragment (moof+mdat) from samples whose durations are known.
-func fragment(seq uint32, codec ingest.Codec, samples []*sample) ([]byte, error) {
+// fragmenter builds fMP4 fragments (moof+mdat).
+type fragmenter struct {
+	parts []*fmp4.Sample
+}
+
+// fragmentPool holds the buffers fragments are built in: a recorder builds about one a second and hands it
+// to the vault at once, so a few buffers serve every camera.
+var fragmentPool = sync.Pool{New: func() any { return new(seekablebuffer.Buffer) }}
+
+// fragment builds one fragment from samples whose durations are known and passes it to use. The bytes are
+// valid only during use.
+func (f *fragmenter) fragment(seq uint32, samples []*sample, use func([]byte) error) error {
 	if len(samples) == 0 {
-		return nil, errors.New("fragment: no samples")
+		return errors.New("fragment: no samples")
 	}
-	out := make([]*fmp4.Sample, len(samples))
-	for i, s := range samples {
-		fs := &fmp4.Sample{Duration: s.dur}
-		var err error
-		if codec == ingest.CodecH265 {
-			err = fs.FillH265(s.ptsOff, s.nalus)
-		} else {
-			err = fs.FillH264(s.ptsOff, s.nalus)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("fragment: sample %d: %w", i, err)
-		}
-		fs.IsNonSyncSample = !s.random
-		out[i] = fs
+	f.parts = f.parts[:0]
+	size := 1024 + 16*len(samples)
+	for _, s := range samples {
+		f.parts = append(f.parts, &fmp4.Sample{
+			Duration:        s.dur,
+			PTSOffset:       s.ptsOff,
+			IsNonSyncSample: !s.random,
+			Payload:         s.payload,
+		})
+		size += len(s.payload)
 	}
 	part := fmp4.Part{
 		SequenceNumber: seq,
-		Tracks:         []*fmp4.PartTrack{{ID: videoTrack, BaseTime: uint64(samples[0].dts), Samples: out}},
+		Tracks:         []*fmp4.PartTrack{{ID: videoTrack, BaseTime: uint64(samples[0].dts), Samples: f.parts}},
 	}
-	var b seekablebuffer.Buffer
-	if err := part.Marshal(&b); err != nil {
-		return nil, fmt.Errorf("fragment: %w", err)
+	buf := fragmentPool.Get().(*seekablebuffer.Buffer)
+	defer fragmentPool.Put(buf)
+	buf.Reset()
+	buf.Grow(size)
+	if err := part.Marshal(buf); err != nil {
+		return fmt.Errorf("fragment: %w", err)
 	}
-	return b.Bytes(), nil
+	clear(f.parts) // drop references to the payloads
+	return use(buf.Bytes())
 }
 
 // FragmentSpan is where a recorded fragment sits on the recording timeline.

@@ -75,7 +75,7 @@ func feed(r *Recorder, session uint64, p *ingest.Params, wall0 time.Time, start,
 		r.Unit(&ingest.Unit{
 			Session: session, Params: p, DTS: dts, PTS: dts,
 			Wall:  wall0.Add(time.Duration(dts) * time.Second / TimeScale),
-			NALUs: [][]byte{nal}, RandomAccess: i%gop == 0,
+			NALUs: [][]byte{nal}, AVCC: append([]byte{0, 0, 0, byte(len(nal))}, nal...), RandomAccess: i%gop == 0,
 		})
 	}
 }

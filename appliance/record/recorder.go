@@ -92,6 +92,7 @@ type Recorder struct {
 
 	seg     *segment
 	pending []*sample
+	frag    fragmenter
 	errLog  bool // a write error was logged and not yet followed by a success
 
 	mu     sync.Mutex
@@ -194,7 +195,7 @@ func (r *Recorder) Unit(u *ingest.Unit) {
 		dts:    dts,
 		ptsOff: int32(max(min(u.PTS-u.DTS, 1<<30), -(1 << 30))),
 		random: u.RandomAccess,
-		nalus:  u.NALUs,
+		payload: u.AVCC,
 	})
 }
 
@@ -307,14 +308,18 @@ func (r *Recorder) flush() {
 		return
 	}
 	r.seq++
-	b, err := fragment(r.seq, r.params.Codec, samples)
-	if err != nil {
-		r.writeFailed(err)
-		return
-	}
-	info, err := r.seg.w.Append(b)
+	var info vault.ChunkInfo
+	var werr error
+	err := r.frag.fragment(r.seq, samples, func(b []byte) error {
+		info, werr = r.seg.w.Append(b)
+		return werr
+	})
 	if err != nil {
 		r.update(func(s *Status) { s.Dropped += uint64(len(samples)) })
+		if werr == nil {
+			r.writeFailed(err)
+			return
+		}
 		r.writeFailed(fmt.Errorf("write fragment: %w", err))
 		r.closeSegment(store.StateClosed)
 		r.waitKey = true

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,7 +28,6 @@ type Writer struct {
 	n     uint64 // chunks written, trailer excluded
 	chain [32]byte
 	size  int64
-	buf   []byte // reused frame buffer
 	// err is sticky: after a failed write the file may hold a torn frame, so
 	// nothing more may be appended and Close leaves repair to Repair.
 	err error
@@ -168,6 +168,9 @@ func (w *Writer) Size() int64 { return w.size }
 
 // sealFrame encodes one chunk frame (length, flags, ciphertext and tag) into
 // dst[:0] and returns it.
+// framePool holds frame buffers for writeFrame.
+var framePool = sync.Pool{New: func() any { return new([]byte) }}
+
 func sealFrame(aead cipher.AEAD, hdrHash *[32]byte, dst, plain []byte, idx uint64, flags byte) []byte {
 	need := frameHeader + len(plain) + gcmTag
 	if cap(dst) < need {
@@ -215,12 +218,17 @@ func (w *Writer) Append(plain []byte) (ChunkInfo, error) {
 
 func (w *Writer) writeFrame(plain []byte, flags byte) (ChunkInfo, error) {
 	idx := w.n
-	w.buf = sealFrame(w.aead, &w.hdrHash, w.buf, plain, idx, flags)
-	if w.burned != nil && sha256.Sum256(w.buf) != *w.burned && (flags&flagFinal == 0 || len(plain) != 0) {
+	// Frames are sealed into buffers shared by every writer: a recorder seals about one chunk a second, so
+	// a few buffers serve many cameras instead of one each.
+	bp := framePool.Get().(*[]byte)
+	defer framePool.Put(bp)
+	frame := sealFrame(w.aead, &w.hdrHash, (*bp)[:0], plain, idx, flags)
+	*bp = frame
+	if w.burned != nil && sha256.Sum256(frame) != *w.burned && (flags&flagFinal == 0 || len(plain) != 0) {
 		w.err = fmt.Errorf("vault: append %s chunk %d: a failed write of other content used this chunk's nonce; close the segment and start a new one", w.path, idx)
 		return ChunkInfo{}, w.err
 	}
-	if _, err := w.f.Write(w.buf); err != nil {
+	if _, err := w.f.Write(frame); err != nil {
 		werr := fmt.Errorf("vault: append %s chunk %d: write: %w", w.path, idx, err)
 		// A failed write (a full disk, most often) may have left part of the frame behind. Cut it off and
 		// the segment stays whole, so the caller may go on or close it; only if that fails is the error sticky.
@@ -228,7 +236,7 @@ func (w *Writer) writeFrame(plain []byte, flags byte) (ChunkInfo, error) {
 			w.err = errors.Join(werr, rerr)
 			return ChunkInfo{}, w.err
 		}
-		sum := sha256.Sum256(w.buf)
+		sum := sha256.Sum256(frame)
 		w.burned = &sum
 		return ChunkInfo{}, werr
 	}
@@ -239,11 +247,11 @@ func (w *Writer) writeFrame(plain []byte, flags byte) (ChunkInfo, error) {
 	info := ChunkInfo{
 		Index:  idx,
 		Offset: w.size,
-		Size:   int64(len(w.buf)),
+		Size:   int64(len(frame)),
 		Plain:  len(plain),
 		Final:  flags&flagFinal != 0,
 	}
-	w.size += int64(len(w.buf))
+	w.size += int64(len(frame))
 	w.burned = nil
 	return info, nil
 }
@@ -303,6 +311,5 @@ func (w *Writer) Abandon() error {
 
 func (w *Writer) wipe() {
 	clear(w.dek)
-	clear(w.buf)
 	w.aead = nil
 }

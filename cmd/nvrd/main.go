@@ -61,6 +61,7 @@ func run(args []string) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for benchmarks)")
+	memProfile := fs.String("memprofile", "", "write a heap profile to this file when recording stops (for benchmarks)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -112,6 +113,13 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if *memProfile != "" {
+		context.AfterFunc(ctx, func() {
+			if err := cli.WriteHeapProfile(*memProfile); err != nil {
+				log.Error("heap profile", "err", err)
+			}
+		})
+	}
 	return a.Run(ctx)
 }
 

@@ -128,3 +128,16 @@ func StartCPUProfile(path string) (func(), error) {
 		f.Close()
 	}, nil
 }
+
+// WriteHeapProfile writes the heap profile (in use and allocated) to path.
+func WriteHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	return f.Close()
+}
