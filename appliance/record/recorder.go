@@ -192,9 +192,9 @@ func (r *Recorder) Unit(u *ingest.Unit) {
 		}
 	}
 	r.pending = append(r.pending, &sample{
-		dts:    dts,
-		ptsOff: int32(max(min(u.PTS-u.DTS, 1<<30), -(1 << 30))),
-		random: u.RandomAccess,
+		dts:     dts,
+		ptsOff:  int32(max(min(u.PTS-u.DTS, 1<<30), -(1 << 30))),
+		random:  u.RandomAccess,
 		payload: u.AVCC,
 	})
 }
