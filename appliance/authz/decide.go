@@ -159,3 +159,9 @@ func (s *Service) Event(subject Subject, action, object, result, reason, source 
 		s.log.Error("audit append failed", "err", err, "action", action)
 	}
 }
+
+// Visible reports, without auditing, whether subject would be allowed a system action now. It only hides
+// navigation the user cannot use; it is never a gate: the page itself calls Decide.
+func (s *Service) Visible(subject Subject, a Action) bool {
+	return s.decide(Request{Subject: subject, Action: a}, s.cfg.Now()).Allow
+}

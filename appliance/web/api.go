@@ -1,0 +1,68 @@
+package web
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// StatusSource is what the dashboard shows; the appliance fills it from its own status.
+type StatusSource interface {
+	Dashboard() Dashboard
+}
+
+// Dashboard is the appliance's state at a glance.
+type Dashboard struct {
+	Cameras []CameraStatus
+	Disk    DiskStatus
+	Alarms  []Alarm
+}
+
+// CameraStatus is one camera's recording state.
+type CameraStatus struct {
+	Name      string
+	Recording bool
+	// State is a short word: "recording", "video loss", "connecting"...
+	State     string
+	LastWrite time.Time
+	Bytes     int64
+}
+
+// DiskStatus is the recording file system's use.
+type DiskStatus struct {
+	Path       string
+	UsedBytes  uint64
+	TotalBytes uint64
+}
+
+// Alarm is an event an operator should see.
+type Alarm struct {
+	Time   time.Time
+	Camera string
+	Kind   string
+	Text   string
+}
+
+// Recordings lists what was recorded; the appliance fills it from its index.
+type Recordings interface {
+	Segments(camera string, from, to time.Time) ([]Segment, error)
+}
+
+// Segment is one recorded span.
+type Segment struct {
+	Start, End time.Time
+	Bytes      int64
+}
+
+// Exporter writes an export of camera between from and to to w.
+type Exporter interface {
+	Export(ctx context.Context, camera string, from, to time.Time, w io.Writer) error
+}
+
+// Percent returns the used share of the disk in percent.
+func (d DiskStatus) Percent() float64 {
+	if d.TotalBytes == 0 {
+		return 0
+	}
+	return 100 * float64(d.UsedBytes) / float64(d.TotalBytes)
+}
