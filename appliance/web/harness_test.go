@@ -131,7 +131,7 @@ type env struct {
 	cancel  context.CancelFunc
 }
 
-var testArgon2 = authz.Argon2Params{Time: 1, Memory: 2048, Threads: 1}
+var testArgon2 = authz.Argon2Params{Time: 1, Memory: 256, Threads: 1}
 
 func startEnv(t testing.TB) *env {
 	t.Helper()

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net/url"
 	"net/http"
+	"net/url"
 
 	"github.com/edgenvr/nvr/appliance/authz"
 )
