@@ -126,6 +126,12 @@ func (s *sim) control(t testing.TB, pathQuery string) {
 // by PID when the test ends. extra flags are appended.
 func startSim(t testing.TB, n int, extra ...string) *sim {
 	t.Helper()
+	return startSimIn(t, nil, n, extra...)
+}
+
+// startSimIn is startSim inside network namespace ns (nil: the test's own).
+func startSimIn(t testing.TB, ns *nstest.NS, n int, extra ...string) *sim {
+	t.Helper()
 	bin := camsimPath(t)
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pw")
@@ -138,6 +144,9 @@ func startSim(t testing.TB, n int, extra ...string) *sim {
 		"-user", factoryUser, "-password-file", pw, "-ready-file", ready, "-cameras", fmt.Sprint(n),
 		"-onvif", "127.0.0.1:0", "-onvifs", "127.0.0.1:0", "-onvif-state", s.state, "-onvif-reboot", "300ms"}, extra...)
 	cmd := exec.Command(bin, args...)
+	if ns != nil { // ip netns exec execs camsim: the PID is camsim's
+		cmd = exec.Command("ip", append([]string{"netns", "exec", ns.Name, bin}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
