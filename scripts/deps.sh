@@ -7,7 +7,7 @@ pkgs=(ffmpeg swtpm swtpm-tools tpm2-tools age
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
       chromium chromium-driver testssl.sh
       hostapd wpasupplicant nftables iproute2 qemu-system-x86 linux-image-amd64 busybox-static tcpdump
-      rauc dbus squashfs-tools grub-common libubootenv-tool openssl)
+      rauc dbus squashfs-tools grub-common libubootenv-tool openssl nodejs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
