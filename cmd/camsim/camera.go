@@ -21,7 +21,9 @@ const (
 	ticksPerFrame = clockRate / frameRate
 	// maxCatchUp bounds how many frames one tick sends when the scheduler
 	// fell behind; beyond that the timeline skips ahead like a real camera.
-	maxCatchUp = 5
+	// Two seconds: a camera's own buffers and TCP ride out a short stall of
+	// the machine, so a busy test host must not turn into lost frames.
+	maxCatchUp = 2 * frameRate
 	// malformedPerFrame spreads a malformed burst over several frames.
 	malformedPerFrame = 10
 )
