@@ -27,6 +27,8 @@ type Camera struct {
 	URL                string // rtsp:// or rtsps://, without credentials
 	Username, Password string
 	Transport          string // "tcp", "udp" or "" for automatic
+	// PinnedCert is the DER certificate an rtsps:// camera must present (pinned at adoption).
+	PinnedCert []byte
 }
 
 // Config is everything the appliance needs to run.
@@ -165,6 +167,7 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 			Username:       c.Username,
 			Password:       c.Password,
 			Transport:      c.Transport,
+			PinnedCert:     c.PinnedCert,
 			VideoLossAfter: a.cfg.VideoLossAfter,
 		}, a.log.With("part", "ingest"))
 		if err != nil {

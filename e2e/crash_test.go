@@ -123,7 +123,7 @@ func recordedSpans(t *testing.T, a *appliance, cam string) []span {
 }
 
 // segmentBytes is the size of everything under the data dir's rec/ tree.
-func segmentBytes(t *testing.T, data string) int64 {
+func segmentBytes(t testing.TB, data string) int64 {
 	out, err := exec.Command("du", "-sb", data+"/rec").Output()
 	if err != nil {
 		return 0

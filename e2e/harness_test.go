@@ -176,6 +176,7 @@ type camsim struct {
 	*proc
 	RTSP, Control string
 	Password      string
+	readyFile     string
 }
 
 const cameraUser = "admin"
@@ -200,7 +201,7 @@ func startCamsim(t testing.TB, cameras int, extra ...string) *camsim {
 		b, err := os.ReadFile(ready)
 		return err == nil && json.Unmarshal(b, &addrs) == nil && addrs.RTSP != ""
 	})
-	return &camsim{proc: p, RTSP: addrs.RTSP, Control: addrs.Control, Password: pw}
+	return &camsim{proc: p, RTSP: addrs.RTSP, Control: addrs.Control, Password: pw, readyFile: ready}
 }
 
 // frames returns how many frames camsim has sent per camera.
@@ -405,3 +406,5 @@ func startGst(t testing.TB) string {
 	t.Helper()
 	return testpeer.StartGst(t, "h264", 0).URL
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

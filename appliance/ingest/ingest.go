@@ -9,8 +9,10 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,8 +34,12 @@ type Config struct {
 	Username, Password string
 	// Transport is "tcp", "udp" or "" (try UDP, fall back to TCP).
 	Transport string
-	// TLS configures RTSPS. Nil means the system roots and the URL's host name.
+	// TLS configures RTSPS. Nil means the system roots and the URL's host name, unless PinnedCert is set.
 	TLS *tls.Config
+	// PinnedCert, if set, is the DER certificate the camera must present over RTSPS, byte for byte: the
+	// certificate pinned when the camera was adopted (cameras mostly have self-signed certificates, which no
+	// root vouches for). A camera presenting any other certificate is refused.
+	PinnedCert []byte
 	// VideoLossAfter is the silence after which a video-loss event is raised. Default 5 s.
 	VideoLossAfter time.Duration
 	// ReadTimeout ends a session that receives nothing for that long. Default 10 s.
@@ -134,6 +140,12 @@ func New(cfg Config, log *slog.Logger) (*Camera, error) {
 	case "", "tcp", "udp":
 	default:
 		return nil, fmt.Errorf("ingest: camera %s: transport %q is not tcp or udp", cfg.Name, cfg.Transport)
+	}
+	if len(cfg.PinnedCert) > 0 {
+		if u.Scheme != "rtsps" {
+			return nil, fmt.Errorf("ingest: camera %s: a pinned certificate needs an rtsps:// URL", cfg.Name)
+		}
+		cfg.TLS = pinnedTLS(cfg.PinnedCert)
 	}
 	return &Camera{
 		cfg:  cfg,
@@ -319,6 +331,26 @@ func (c *Camera) count(f func(*Stats)) {
 }
 
 func (c *Camera) setLost(v bool) { c.count(func(s *Stats) { s.LostVideo = v }) }
+
+// ErrCertificateMismatch is returned when an RTSPS camera presents a certificate other than the pinned one:
+// the camera was swapped, or someone sits between it and the recorder.
+var ErrCertificateMismatch = errors.New("camera certificate does not match the pinned certificate")
+
+// pinnedTLS accepts exactly one certificate. Chain and host name checks are replaced by the pin: the
+// handshake still proves the camera holds the pinned certificate's private key.
+func pinnedTLS(der []byte) *tls.Config {
+	pin := bytes.Clone(der)
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // replaced by VerifyPeerCertificate: the pin is stricter than a chain
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 || !bytes.Equal(raw[0], pin) {
+				return ErrCertificateMismatch
+			}
+			return nil
+		},
+	}
+}
 
 // redact removes the camera's password from an error text that a library may have built from a URL or a
 // header, so that it can be logged.

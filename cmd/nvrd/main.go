@@ -43,12 +43,31 @@ func (c *cameraFlags) Set(v string) error {
 	return nil
 }
 
+// certFlags collects repeated -camera-cert NAME=FILE flags.
+type certFlags map[string]string
+
+func (c *certFlags) String() string { return fmt.Sprint(len(*c), " pinned certificates") }
+
+func (c *certFlags) Set(v string) error {
+	name, file, ok := strings.Cut(v, "=")
+	if !ok || name == "" || file == "" {
+		return errors.New("want NAME=FILE.pem")
+	}
+	if *c == nil {
+		*c = certFlags{}
+	}
+	(*c)[name] = file
+	return nil
+}
+
 func run(args []string) error {
 	fs := flag.NewFlagSet("nvrd", flag.ContinueOnError)
 	var cams cameraFlags
 	dataDir := fs.String("data", "/var/lib/nvr", "data directory (index and encrypted segments)")
 	tpmDev := fs.String("tpm", "/dev/tpmrm0", "TPM: a device path, swtpm:HOST:PORT or swtpm:unix:PATH")
 	fs.Var(&cams, "camera", "camera to record as NAME=rtsp://HOST/PATH (repeatable)")
+	var certs certFlags
+	fs.Var(&certs, "camera-cert", "pin an rtsps:// camera's certificate as NAME=FILE.pem (repeatable)")
 	credFile := fs.String("camera-credentials", "", "file of camera credentials, one \"NAME USER PASSWORD\" per line (mode 600)")
 	transport := fs.String("transport", "", "RTSP transport: tcp, udp, or empty for automatic")
 	segment := fs.Duration("segment", 60*time.Second, "segment length")
@@ -92,6 +111,13 @@ func run(args []string) error {
 	}
 	for i := range cams {
 		cams[i].Transport = *transport
+		if f, ok := certs[cams[i].Name]; ok {
+			der, err := cli.ReadCertificate(f)
+			if err != nil {
+				return fmt.Errorf("camera %s: %w", cams[i].Name, err)
+			}
+			cams[i].PinnedCert = der
+		}
 	}
 	for _, c := range cams {
 		if c.Username == "" {

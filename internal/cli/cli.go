@@ -4,6 +4,8 @@ package cli
 
 import (
 	"bufio"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -140,4 +142,25 @@ func WriteHeapProfile(path string) error {
 		return fmt.Errorf("heap profile: %w", err)
 	}
 	return f.Close()
+}
+
+// ReadCertificate reads the first certificate of a PEM file and returns its DER bytes.
+func ReadCertificate(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("certificate: %w", err)
+	}
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return nil, fmt.Errorf("certificate %s: no CERTIFICATE block", path)
+		}
+		if blk.Type == "CERTIFICATE" {
+			if _, err := x509.ParseCertificate(blk.Bytes); err != nil {
+				return nil, fmt.Errorf("certificate %s: %w", path, err)
+			}
+			return blk.Bytes, nil
+		}
+	}
 }
