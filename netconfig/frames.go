@@ -77,7 +77,9 @@ const maxLLDPTLVs = 128
 // the End TLV. Strings are sanitized to printable UTF-8 of at most 255 bytes.
 func ParseLLDP(b []byte) (LLDP, error) {
 	var l LLDP
-	bad := func(f string, a ...any) (LLDP, error) { return LLDP{}, fmt.Errorf("%w: LLDP: %s", ErrFrame, fmt.Sprintf(f, a...)) }
+	bad := func(f string, a ...any) (LLDP, error) {
+		return LLDP{}, fmt.Errorf("%w: LLDP: %s", ErrFrame, fmt.Sprintf(f, a...))
+	}
 	for i := 0; ; i++ {
 		if i >= maxLLDPTLVs {
 			return bad("more than %d TLVs", maxLLDPTLVs)

@@ -111,7 +111,7 @@ func packetSocket(ifname string) (int, error) {
 		return -1, fmt.Errorf("packet socket: %w", err)
 	}
 	prog := []unix.SockFilter{
-		{Code: 0x28, K: 12},                         // ldh [12]
+		{Code: 0x28, K: 12},                          // ldh [12]
 		{Code: 0x15, Jt: 1, Jf: 0, K: EtherTypeLLDP}, // jeq LLDP → accept
 		{Code: 0x15, Jt: 0, Jf: 1, K: EtherTypeEAPOL},
 		{Code: 0x06, K: maxFrame}, // accept
