@@ -77,6 +77,9 @@ func (m *Manager) Adopt(ctx context.Context, req AdoptRequest) (Camera, error) {
 	}
 	scheme, host := "https", req.HTTPS
 	if host == "" {
+		if !m.cfg.AllowPlainHTTP {
+			return Camera{}, fmt.Errorf("adopt %s: %w", req.HTTP, ErrNoHTTPS)
+		}
 		scheme, host = "http", req.HTTP
 	}
 	pin := strings.ToLower(req.CertSHA256)

@@ -66,6 +66,9 @@ func TestAPI(t *testing.T) {
 	if code, body := do("GET", "/cameras/firmware/stale", "view", nil); code != 200 || !strings.Contains(body, `"latest":"3.0"`) {
 		t.Fatalf("stale: %d %s", code, body)
 	}
+	if code, body := do("POST", "/cameras/adopt", "all", AdoptRequest{HTTP: s.ONVIF[0].HTTP, Username: factoryUser, Password: factoryPass}); code == 200 || !strings.Contains(body, "no HTTPS") {
+		t.Fatalf("plain HTTP adoption: %d %s", code, body)
+	}
 	if code, _ := do("GET", "/cameras/nope", "view", nil); code != http.StatusNotFound {
 		t.Fatalf("unknown camera: %d", code)
 	}

@@ -35,6 +35,9 @@ var (
 	// ErrFirmwareRefused: the camera refused a firmware image or did not
 	// come back with the new version.
 	ErrFirmwareRefused = errors.New("camera: firmware update failed")
+	// ErrNoHTTPS: the camera offers no HTTPS and plain HTTP adoption is
+	// not allowed (Config.AllowPlainHTTP).
+	ErrNoHTTPS = errors.New("camera: no HTTPS; plain HTTP adoption is disabled")
 	// ErrBusy: another operation on the same camera is running.
 	ErrBusy = errors.New("camera: busy with another operation")
 )

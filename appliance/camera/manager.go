@@ -42,6 +42,11 @@ type Config struct {
 	Dial         DialFunc
 	ListenPacket ListenPacketFunc
 
+	// AllowPlainHTTP permits adopting a camera that offers no HTTPS. Its
+	// new password then crosses the camera network in clear inside SetUser,
+	// so it is off by default.
+	AllowPlainHTTP bool
+
 	// Timeout bounds one ONVIF request (default 10 s).
 	Timeout time.Duration
 	// CheckEvery is how often each camera's identity (certificate, serial,
