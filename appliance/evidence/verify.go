@@ -441,7 +441,7 @@ func binary32(b []byte) uint32 {
 // walkVideo reads video.mp4 once: the export init, each fragment against the manifest, the ONVIF seal.
 func walkVideo(r io.Reader, man *Manifest, expect []expectedChunk, id *Identity) (videoResult, error) {
 	var res videoResult
-	v := &videoReader{r: bufio.NewReaderSize(r, 1<<20), whole: sha256.New(), sealed: sha256.New()}
+	v := &videoReader{r: bufio.NewReaderSize(r, 64<<10), whole: sha256.New(), sealed: sha256.New()}
 	feed := func(b []byte) { v.whole.Write(b); v.sealed.Write(b) }
 	fail := func(name, format string, a ...any) {
 		res.checks = append(res.checks, Check{Name: name, Detail: fmt.Sprintf(format, a...)})
