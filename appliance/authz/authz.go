@@ -238,16 +238,24 @@ type User struct {
 
 	WebAuthnID  []byte                `json:"webauthn_id,omitempty"`
 	Credentials []webauthn.Credential `json:"credentials,omitempty"`
+
+	// Set by Public, which drops the secrets they summarise.
+	totpEnrolled bool
+	recoveryLeft int
 }
 
 // HasTOTP reports whether TOTP is enrolled.
-func (u *User) HasTOTP() bool { return u.TOTPSecret != "" }
+func (u User) HasTOTP() bool { return u.TOTPSecret != "" || u.totpEnrolled }
 
 // HasWebAuthn reports whether a security key is enrolled.
-func (u *User) HasWebAuthn() bool { return len(u.Credentials) > 0 }
+func (u User) HasWebAuthn() bool { return len(u.Credentials) > 0 }
+
+// RecoveryLeft is the number of unused recovery codes.
+func (u User) RecoveryLeft() int { return len(u.Recovery) + u.recoveryLeft }
 
 // Public returns a copy without secret fields.
 func (u User) Public() User {
+	u.totpEnrolled, u.recoveryLeft = u.HasTOTP(), len(u.Recovery)
 	u.Hash, u.TOTPSecret, u.Recovery = "", "", nil
 	return u
 }

@@ -327,3 +327,13 @@ func (e *env) adminSetup(c *http.Client, name, password string) string {
 }
 
 var errNoSession = errors.New("no session")
+
+// newGet makes a GET request carrying a session cookie, as a script calling the API directly would.
+func newGet(u, session string) (*http.Request, error) {
+	req, err := http.NewRequest("GET", u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.AddCookie(&http.Cookie{Name: sessionCookie, Value: session})
+	return req, nil
+}
