@@ -45,6 +45,10 @@ type Config struct {
 	Retention      store.RetentionPolicy
 	RetentionEvery time.Duration // default 10 s
 
+	// CheckpointEvery is how often the evidence log signs a checkpoint (one TPM signature for all
+	// cameras). Default 5 s.
+	CheckpointEvery time.Duration
+
 	// Ready, if set, is called once recovery is done and every camera pipeline has started.
 	Ready func()
 }
@@ -123,6 +127,21 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 	a.log.Info("recovery done", "repaired", rep.Repaired, "removed", rep.Removed, "orphans", rep.Orphans,
 		"truncated_bytes", rep.TruncatedBytes, "took", time.Since(start).Round(time.Millisecond))
 
+	ev, err := OpenEvidence(a.cfg.DataDir, dev, db, a.cfg.CheckpointEvery, a.log.With("part", "evidence"))
+	if err != nil {
+		return fmt.Errorf("evidence: %w", err)
+	}
+	defer func() {
+		if cerr := ev.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close evidence keys: %w", cerr)
+		}
+	}()
+	// The checkpoint signer outlives the recorders, so its last checkpoint covers the last segments.
+	ckCtx, stopCk := context.WithCancel(context.Background())
+	defer stopCk()
+	ckDone := make(chan error, 1)
+	go func() { ckDone <- runEvidence(ckCtx, ev) }()
+
 	kick := make(chan struct{}, 1)
 	needSpace := func() {
 		select {
@@ -156,6 +175,10 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 			OnSegment: func(s store.Segment) {
 				a.log.Info("segment closed", "camera", s.Camera, "start", s.Start.Format(time.RFC3339Nano),
 					"end", s.End.Format(time.RFC3339Nano), "chunks", s.Chunks, "bytes", s.Bytes)
+				if _, err := ev.LogSegment(s); err != nil {
+					// The segment stays final and unlogged; the next start logs it (reconcileLog).
+					a.log.Error("evidence log append failed", "camera", s.Camera, "err", err)
+				}
 			},
 		}, a.log.With("part", "record"))
 		if err != nil {
@@ -194,8 +217,10 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 	werr := g.Wait()
 	stopRet()
 	rerr := <-retDone
+	stopCk()
+	cerr := <-ckDone
 	a.log.Info("stopped")
-	return errors.Join(werr, rerr)
+	return errors.Join(werr, rerr, cerr)
 }
 
 // retention runs a retention pass on a timer and whenever a recorder ran out of space.

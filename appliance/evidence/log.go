@@ -374,3 +374,62 @@ func (l *Log) CheckpointCovering(index uint64) (Checkpoint, []byte, error) {
 	}
 	return l.Checkpoint()
 }
+
+// CheckCheckpoints checks a stored log offline against a device identity: the genesis leaf names the
+// identity's keys, and every stored checkpoint is signed by its log key and is a prefix of the stored
+// tree (so a consistency proof holds between every pair). It returns the number of checkpoints and the
+// log's size. It needs no TPM: the log key's public half comes from the device certificate.
+func CheckCheckpoints(st LogStore, id *Identity) (int, uint64, error) {
+	size, err := st.LogSize()
+	if err != nil {
+		return 0, 0, err
+	}
+	if size == 0 {
+		return 0, 0, nil
+	}
+	leaf, err := st.LogLeaf(0)
+	if err != nil {
+		return 0, size, err
+	}
+	g, err := ParseGenesisLeaf(leaf)
+	if err != nil {
+		return 0, size, fmt.Errorf("genesis: %w", err)
+	}
+	lfp, _ := KeyFingerprint(id.LogKey)
+	if g.Appliance != id.Appliance || g.LogKey != lfp {
+		return 0, size, fmt.Errorf("%w: the log was begun by %s with another log key", ErrFork, g.Appliance)
+	}
+	l := &Log{cfg: Config{Store: st}, origin: Origin(id.Appliance)}
+	l.size.Store(size)
+	n := 0
+	var prev Checkpoint
+	err = st.Checkpoints(func(cs uint64, signed []byte) error {
+		n++
+		c, err := OpenCheckpoint(signed, id.LogKey)
+		if err != nil {
+			return fmt.Errorf("%w: checkpoint of size %d: %v", ErrFork, cs, err)
+		}
+		if c.Size != cs || c.Origin != l.origin || c.Size > size {
+			return fmt.Errorf("%w: checkpoint stored under size %d says %s size %d", ErrFork, cs, c.Origin, c.Size)
+		}
+		root, err := tlog.TreeHash(int64(c.Size), l.hashReader())
+		if err != nil {
+			return err
+		}
+		if [32]byte(root) != c.Root {
+			return fmt.Errorf("%w: the tree of %d leaves does not have the root signed at %s", ErrFork, c.Size, c.Time.Format(time.RFC3339))
+		}
+		if n > 1 {
+			p, err := tlog.ProveTree(int64(c.Size), int64(prev.Size), l.hashReader())
+			if err == nil {
+				err = tlog.CheckTree(p, int64(c.Size), tlog.Hash(c.Root), int64(prev.Size), tlog.Hash(prev.Root))
+			}
+			if err != nil {
+				return fmt.Errorf("%w: checkpoint %d not consistent with %d: %v", ErrFork, c.Size, prev.Size, err)
+			}
+		}
+		prev = c
+		return nil
+	})
+	return n, size, err
+}

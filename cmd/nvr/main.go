@@ -33,6 +33,7 @@ const usage = `usage:
   nvr export -data DIR -tpm DEVICE -camera NAME -from TIME -to TIME -o FILE.mp4
   nvr fsck -data DIR
   nvr segments -data DIR [-camera NAME] [-from TIME] [-to TIME]
+` + evidenceUsage + `
 TIME is RFC 3339, Unix seconds, or -DURATION before now.`
 
 func run(args []string, stdout, stderr io.Writer) (int, error) {
@@ -42,7 +43,16 @@ func run(args []string, stdout, stderr io.Writer) (int, error) {
 	}
 	switch args[0] {
 	case "export":
+		if isEvidenceExport(args[1:]) {
+			return evidenceExport(args[1:], stdout, stderr)
+		}
 		return export(args[1:], stdout, stderr)
+	case "verify":
+		return verify(args[1:], stdout, stderr)
+	case "hold":
+		return hold(args[1:], stdout, stderr)
+	case "log-check":
+		return logCheck(args[1:], stdout, stderr)
 	case "fsck":
 		return fsck(args[1:], stdout, stderr)
 	case "segments":
