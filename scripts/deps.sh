@@ -2,7 +2,7 @@
 # Installs the Debian packages that make run, make test and make bench use, where they are missing.
 # Idempotent: a machine that has everything is left alone. Needs root (the appliance's CI and dev machines are).
 set -euo pipefail
-pkgs=(ffmpeg swtpm swtpm-tools tpm2-tools age
+pkgs=(ffmpeg swtpm swtpm-tools tpm2-tools age openssl jq unzip xxd
       gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 python3-gi
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
       chromium chromium-driver testssl.sh
