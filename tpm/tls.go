@@ -99,8 +99,8 @@ func ecdsaPublic(p tpm2.TPM2BPublic) (*ecdsa.PublicKey, error) {
 // Public returns the *ecdsa.PublicKey of the TLS key.
 func (k *TLSKey) Public() crypto.PublicKey { return k.pub }
 
-// Sign signs digest, which must be the hash named by opts (SHA-256 or
-// SHA-384), inside the TPM and returns an ASN.1 DER ECDSA signature, as
+// Sign signs digest, which must be the hash named by opts (SHA-256, SHA-384
+// or SHA-512: TLS 1.2 peers choose), inside the TPM and returns an ASN.1 DER ECDSA signature, as
 // crypto/tls expects. rand is ignored: the TPM draws its own nonce.
 func (k *TLSKey) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	var alg tpm2.TPMIAlgHash
@@ -109,6 +109,8 @@ func (k *TLSKey) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 		alg = tpm2.TPMAlgSHA256
 	case crypto.SHA384:
 		alg = tpm2.TPMAlgSHA384
+	case crypto.SHA512:
+		alg = tpm2.TPMAlgSHA512
 	default:
 		return nil, fmt.Errorf("tpm: tls sign: unsupported hash %v", opts.HashFunc())
 	}

@@ -27,13 +27,17 @@ func TestTLSKeySignsAndIsStable(t *testing.T) {
 		t.Fatalf("TLSKey: %v", err)
 	}
 	pub := k.Public().(*ecdsa.PublicKey)
-	for _, h := range []crypto.Hash{crypto.SHA256, crypto.SHA384} {
+	for _, h := range []crypto.Hash{crypto.SHA256, crypto.SHA384, crypto.SHA512} {
 		var d []byte
-		if h == crypto.SHA256 {
+		switch h {
+		case crypto.SHA256:
 			s := sha256.Sum256([]byte("hello"))
 			d = s[:]
-		} else {
+		case crypto.SHA384:
 			s := sha512.Sum384([]byte("hello"))
+			d = s[:]
+		default:
+			s := sha512.Sum512([]byte("hello"))
 			d = s[:]
 		}
 		sig, err := k.Sign(rand.Reader, d, h)
