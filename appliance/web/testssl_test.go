@@ -54,7 +54,7 @@ func TestTestSSL(t *testing.T) {
 		"cipherlist_NULL": "not offered", "cipherlist_aNULL": "not offered", "cipherlist_EXPORT": "not offered",
 		"cipherlist_LOW": "not offered", "cipherlist_3DES_IDEA": "not offered", "cipherlist_AVERAGE": "not offered",
 		"cipherlist_STRONG": "offered",
-		"HSTS_time": "730 days",
+		"HSTS_time":         "730 days",
 	} {
 		f, ok := got[id]
 		if !ok {
