@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -326,7 +325,6 @@ func (e *env) adminSetup(c *http.Client, name, password string) string {
 	return s[1]
 }
 
-var errNoSession = errors.New("no session")
 
 // newGet makes a GET request carrying a session cookie, as a script calling the API directly would.
 func newGet(u, session string) (*http.Request, error) {
