@@ -325,7 +325,6 @@ func (e *env) adminSetup(c *http.Client, name, password string) string {
 	return s[1]
 }
 
-
 // newGet makes a GET request carrying a session cookie, as a script calling the API directly would.
 func newGet(u, session string) (*http.Request, error) {
 	req, err := http.NewRequest("GET", u, nil)
