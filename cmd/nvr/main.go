@@ -55,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) (int, error) {
 		return logCheck(args[1:], stdout, stderr)
 	case "fsck":
 		return fsck(args[1:], stdout, stderr)
+	case "audit":
+		return audit(args[1:], stdout, stderr)
 	case "segments":
 		return segments(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
