@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(ffmpeg swtpm swtpm-tools tpm2-tools age openssl jq unzip xxd
       gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 python3-gi
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-      chromium chromium-driver testssl.sh
+      chromium chromium-driver testssl.sh rsyslog rsyslog-gnutls
       hostapd wpasupplicant nftables iproute2 qemu-system-x86 linux-image-amd64 busybox-static tcpdump
       rauc dbus squashfs-tools grub-common libubootenv-tool openssl nodejs)
 missing=()
