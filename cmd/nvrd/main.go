@@ -124,6 +124,7 @@ func run(args []string) error {
 			log.Warn("camera has no credentials: recording it without authentication", "camera", c.Name)
 		}
 	}
+	sd := newSystemd(log)
 	a, err := appliance.New(appliance.Config{
 		DataDir:          *dataDir,
 		TPM:              *tpmDev,
@@ -133,6 +134,7 @@ func run(args []string) error {
 		VideoLossAfter:   *videoLoss,
 		RetentionEvery:   *retEvery,
 		Retention:        retentionPolicy(*high, *low, *maxAge),
+		Ready:            sd.ready,
 	}, log)
 	if err != nil {
 		return err
@@ -146,6 +148,8 @@ func run(args []string) error {
 			}
 		})
 	}
+	context.AfterFunc(ctx, sd.stopping)
+	go sd.watchdog(ctx, 15*time.Second, a.Healthy, nil)
 	return a.Run(ctx)
 }
 
