@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The appliance image recipe:  rootfs/build.sh [ARCH] [OUT]   (make image)
+#   ARCH amd64 (default): OUT/rootfs-amd64.squashfs and OUT/disk-amd64.img, a BIOS/GRUB disk with
+#        p1 boot (GRUB config + environment), p2 root slot A, p3 root slot B, p4 data (ext4).
+#   ARCH arm64: OUT/rootfs-arm64.squashfs from the same recipe (U-Boot boards write it with their own
+#        bootloader layout; see board/).
+# The debootstrap base is cached under build/rootfs keyed by the package lists (rootfs/base.sh).
+# Needs root. Versions: NVR_VERSION (default 0.0.0) goes into /etc/nvr-release and the RAUC bundle.
+set -euo pipefail
+arch=${1:-amd64}
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+out=${2:-$top/build/image}
+version=${NVR_VERSION:-0.0.0}
+mkdir -p "$out"
+need=(debootstrap mksquashfs mkfs.ext4 sfdisk grub-mkimage grub-editenv)
+for t in "${need[@]}"; do
+  command -v "$t" >/dev/null || { echo "image: installing tools" >&2
+    export DEBIAN_FRONTEND=noninteractive; apt-get update -qq
+    apt-get install -y -qq --no-install-recommends debootstrap squashfs-tools e2fsprogs fdisk grub-pc-bin grub-common qemu-user-static >/dev/null; break; }
+done
+base=$("$here/base.sh" "$arch" "$top/build/rootfs")
+work=$(mktemp -d "$top/build/.image-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+root="$work/root"
+mkdir -p "$root"
+tar --numeric-owner -C "$root" -xf "$base"
+
+# The appliance: nvrd, static, for the target architecture.
+(cd "$top" && CGO_ENABLED=0 GOARCH="$arch" go build -trimpath -ldflags="-s -w" -o "$root/usr/bin/nvrd" ./cmd/nvrd)
+cp -a "$here/files/." "$root/"
+chmod 0644 "$root/etc/systemd/system/nvrd.service" "$root/etc/rauc/system.conf"
+if [ "$arch" = arm64 ]; then
+  sed -i 's/^compatible=.*/compatible=nvr-arm64-rpi4/; s/^bootloader=.*/bootloader=uboot/; /^grubenv=/d' "$root/etc/rauc/system.conf"
+fi
+keyring=${NVR_KEYRING:-$top/build/release/keys/bundle.cert.pem}
+if [ -f "$keyring" ]; then
+  cp "$keyring" "$root/etc/rauc/keyring.pem"
+else
+  echo "image: no release certificate at $keyring; the image will refuse every bundle until one is given (NVR_KEYRING)" >&2
+  : >"$root/etc/rauc/keyring.pem"
+fi
+echo "NVR_VERSION=$version" >"$root/etc/nvr-release"
+# Its own user, in the tss group for /dev/tpmrm0.
+chroot "$root" /usr/sbin/groupadd --system nvr
+chroot "$root" /usr/sbin/useradd --system --gid nvr --groups tss --home-dir /data/nvr --no-create-home --shell /usr/sbin/nologin nvr
+mkdir -p "$root/data" "$root/mnt/boot"
+ln -sf /etc/systemd/system/nvrd.service "$root/etc/systemd/system/multi-user.target.wants/nvrd.service"
+# A read-only root: an empty machine-id is filled in memory by systemd at each boot.
+: >"$root/etc/machine-id"
+echo nvr >"$root/etc/hostname"
+# Stable kernel names for grub.cfg (hard links: no extra space in the squashfs).
+k=$(ls "$root"/boot/vmlinuz-* | sort -V | tail -1); i=$(ls "$root"/boot/initrd.img-* | sort -V | tail -1)
+ln -f "$k" "$root/boot/vmlinuz"; ln -f "$i" "$root/boot/initrd.img"
+rm -rf "$root/var/cache/apt/"* "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/locale/"*
+squash="$out/rootfs-$arch.squashfs"
+rm -f "$squash"
+mksquashfs "$root" "$squash" -comp xz -noappend -quiet >/dev/null
+echo "image: $squash $(du -h "$squash" | cut -f1)" >&2
+[ "$arch" = amd64 ] || exit 0
+
+# The x86 disk: MBR id 4e565231 (root=PARTUUID=4e565231-0N), 1 MiB alignment.
+MiB=$((1024*1024))
+sq=$(stat -c %s "$squash")
+slot=$(( (sq * 3 / 2 / MiB + 64) ))     # room for the root to grow by half
+boot=16; data=${NVR_DATA_MIB:-256}
+disk="$out/disk-amd64.img"
+rm -f "$disk"
+truncate -s $(( (1 + boot + 2*slot + data) * MiB )) "$disk"
+sfdisk -q "$disk" <<SF
+label: dos
+label-id: 0x4e565231
+start=1MiB, size=${boot}MiB, type=83, bootable
+size=${slot}MiB, type=83
+size=${slot}MiB, type=83
+size=${data}MiB, type=83
+SF
+bootdir="$work/boot"
+mkdir -p "$bootdir/grub"
+cp "$here/grub/grub.cfg" "$bootdir/grub/grub.cfg"
+grub-editenv "$bootdir/grub/grubenv" create
+grub-editenv "$bootdir/grub/grubenv" set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
+mkfs.ext4 -q -L nvr-boot -O ^has_journal -d "$bootdir" "$work/boot.img" ${boot}M
+datadir="$work/data"
+mkdir -p "$datadir/nvr" "$datadir/etc"
+uid=$(chroot "$root" id -u nvr); gid=$(chroot "$root" id -g nvr)
+chown "$uid:$gid" "$datadir/nvr"; chmod 700 "$datadir/nvr"
+[ -n "${NVR_DATA_ENV:-}" ] && cp "$NVR_DATA_ENV" "$datadir/etc/nvrd.env"
+mkfs.ext4 -q -L nvr-data -d "$datadir" "$work/data.img" ${data}M
+dd if="$work/boot.img" of="$disk" bs=1M seek=1 conv=notrunc status=none
+dd if="$squash" of="$disk" bs=1M seek=$((1 + boot)) conv=notrunc status=none
+dd if="$squash" of="$disk" bs=1M seek=$((1 + boot + slot)) conv=notrunc status=none
+dd if="$work/data.img" of="$disk" bs=1M seek=$((1 + boot + 2*slot)) conv=notrunc status=none
+# GRUB for BIOS: boot.img in the MBR (keeping the partition table), core.img in the gap before p1.
+grub-mkimage -O i386-pc -o "$work/core.img" -p '(hd0,msdos1)/grub' \
+  biosdisk part_msdos ext2 squash4 linux normal configfile loadenv test echo
+dd if=/usr/lib/grub/i386-pc/boot.img of="$disk" bs=440 count=1 conv=notrunc status=none
+dd if="$work/core.img" of="$disk" bs=512 seek=1 conv=notrunc status=none
+echo "image: $disk $(du -h --apparent-size "$disk" | cut -f1) (slots of $slot MiB)" >&2
+echo "$disk"
