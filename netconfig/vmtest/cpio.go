@@ -18,7 +18,9 @@ type CPIO struct {
 }
 
 // NewCPIO starts an archive on w. Close writes the trailer.
-func NewCPIO(w io.Writer) *CPIO { return &CPIO{w: w, ino: 1, dirs: map[string]bool{"": true, ".": true}} }
+func NewCPIO(w io.Writer) *CPIO {
+	return &CPIO{w: w, ino: 1, dirs: map[string]bool{"": true, ".": true}}
+}
 
 // Mode bits of cpio entries (the file type part of st_mode).
 const (
