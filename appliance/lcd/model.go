@@ -142,15 +142,11 @@ func (p Page) equal(q Page) bool {
 	return p.Kind == q.Kind && p.Level == q.Level && p.Title == q.Title && p.Badge == q.Badge && slices.Equal(p.Lines, q.Lines)
 }
 
-// header puts title left and badge right on one line of cols characters; the title yields.
+// header puts title left and badge right on one line of cols characters; the badge yields.
 func header(title, badge string, cols int) string {
-	badge = fit(badge, cols)
-	room := cols - len(badge)
-	if badge != "" {
-		room--
-	}
-	t := fit(title, max(room, 0))
-	return t + strings.Repeat(" ", cols-len(t)-len(badge)) + badge
+	t := fit(title, cols)
+	b := fit(badge, max(cols-len(t)-1, 0))
+	return t + strings.Repeat(" ", cols-len(t)-len(b)) + b
 }
 
 func pad(s string, cols int) string {

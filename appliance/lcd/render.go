@@ -81,7 +81,7 @@ func NewRenderer(w, h, cols, rows int) (*Renderer, error) {
 	pad := max(hh/8, 2)
 	lay := Layout{Width: w, Height: h, Header: image.Rect(0, 0, w, hh)}
 	lay.Icon = image.Rect(pad, pad, hh-pad, hh-pad)
-	lay.TitleSize = math.Floor(float64(hh) * 0.6)
+	lay.TitleSize = math.Floor(float64(hh) * 0.5)
 	// Go Mono's advance is 1229/2048 em.
 	const adv = 1229.0 / 2048
 	lh := (h - hh) / (rows - 1)
@@ -136,11 +136,12 @@ func (r *Renderer) Render(p Page, dst *image.RGBA) *image.RGBA {
 	draw.Draw(dst, l.Header, image.NewUniform(LevelColors[lvl]), image.Point{}, draw.Src)
 	drawIcon(dst, l.Icon, iconOf(p), ColorText)
 
-	badge := fit(p.Badge, r.cols)
+	// The badge yields to the title; Go Mono's advance is the same for every character.
+	adv := max(font.MeasureString(r.title, "M").Ceil(), 1)
+	room := (l.BadgeRight - l.TitleDot.X) / adv
+	title := fit(p.Title, room)
+	badge := fit(p.Badge, max(room-len(title)-1, 0))
 	bw := font.MeasureString(r.title, badge).Ceil()
-	// The title yields to the badge: Go Mono's advance is the same for every character.
-	room := l.BadgeRight - bw - l.Icon.Min.X - l.TitleDot.X
-	title := fit(p.Title, max(room/max(font.MeasureString(r.title, "M").Ceil(), 1), 0))
 	text(dst, r.title, ColorText, l.TitleDot, title)
 	text(dst, r.title, ColorText, image.Pt(l.BadgeRight-bw, l.TitleDot.Y), badge)
 	for i, line := range p.Lines {
