@@ -54,9 +54,18 @@ type Segment struct {
 	Bytes      int64
 }
 
-// Exporter writes an export of camera between from and to to w.
+// ExportRequest is an export the access control allowed (and, where policy asks, a second person approved).
+type ExportRequest struct {
+	Camera     string
+	From, To   time.Time
+	User       string // the exporting operator
+	Reason     string
+	ApprovedBy string // the approver under dual authorization, or empty
+}
+
+// Exporter writes an export to w; the appliance fills it with the evidence exporter.
 type Exporter interface {
-	Export(ctx context.Context, camera string, from, to time.Time, w io.Writer) error
+	Export(ctx context.Context, req ExportRequest, w io.Writer) error
 }
 
 // Percent returns the used share of the disk in percent.

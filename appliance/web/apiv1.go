@@ -101,7 +101,7 @@ func (s *Server) apiExport(w http.ResponseWriter, r *http.Request, c *caller, _ 
 		writeJSON(w, http.StatusAccepted, map[string]string{"approval": a.ID, "status": "waiting for a second person"})
 		return
 	}
-	s.export(w, r, c, cam, in.From, in.To)
+	s.export(w, r, c, ExportRequest{Camera: cam, From: in.From, To: in.To, Reason: in.Reason})
 }
 
 func readBody(r *http.Request, max int64) ([]byte, error) {

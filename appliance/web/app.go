@@ -103,10 +103,12 @@ func (s *Server) exportPost(w http.ResponseWriter, r *http.Request, c *caller, f
 		http.Redirect(w, r, "/approvals/"+url.PathEscape(a.ID), http.StatusSeeOther)
 		return
 	}
-	s.export(w, r, c, cam, from, to)
+	s.export(w, r, c, ExportRequest{Camera: cam, From: from, To: to, Reason: reason})
 }
 
-func (s *Server) export(w http.ResponseWriter, r *http.Request, c *caller, cam string, from, to time.Time) {
+func (s *Server) export(w http.ResponseWriter, r *http.Request, c *caller, req ExportRequest) {
+	req.User = c.sub.User
+	cam, from, to := req.Camera, req.From, req.To
 	if s.cfg.Exporter == nil {
 		s.fail(w, r, c, http.StatusServiceUnavailable, "exports are not available on this appliance")
 		return
@@ -115,7 +117,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, c *caller, cam s
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(30 * time.Minute))
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s.mp4"`, cam, from.UTC().Format("20060102T150405Z")))
-	if err := s.cfg.Exporter.Export(r.Context(), cam, from, to, w); err != nil {
+	if err := s.cfg.Exporter.Export(r.Context(), req, w); err != nil {
 		s.log.Error("web: export failed", "camera", cam, "err", err)
 		s.az.Event(c.sub, "export", "camera/"+cam, "fail", "export failed", source(r))
 		return
@@ -160,7 +162,7 @@ func (s *Server) approvalDownload(w http.ResponseWriter, r *http.Request, c *cal
 		s.fail(w, r, c, http.StatusForbidden, "the approval is missing, used or expired")
 		return
 	}
-	s.export(w, r, c, a.Request.Camera, a.Request.From, a.To)
+	s.export(w, r, c, ExportRequest{Camera: a.Request.Camera, From: a.Request.From, To: a.To, Reason: a.Note, ApprovedBy: a.ApprovedBy})
 }
 
 type usersData struct {

@@ -351,6 +351,9 @@ func TestBrowser(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID("approver_password"), adminPassword), chromedp.SendKeys(chromedp.ID("approver_code"), ac),
 		chromedp.Click(chromedp.ID("approve")), chromedp.WaitVisible(chromedp.ID("download")), chromedp.Click(chromedp.ID("download")))
 	e.waitFor(15*time.Second, "the export", func() bool { return len(e.app.Exports()) == 1 })
+	if x := e.app.Exports()[0]; x.User != "op" || x.ApprovedBy != "admin" || x.Reason != "incident 2026-117" || x.Camera != "cam1" {
+		t.Errorf("export request: %+v", x)
+	}
 
 	// The admin, in their own browser, sees both approvals in the audit log.
 	e.browserLogin(adminCtx, "admin", adminPassword, adminSecret)

@@ -76,7 +76,7 @@ func (l *lockedBuffer) String() string {
 // integrator wires the real ones (see docs/README-access.md).
 type fakeAppliance struct {
 	mu      sync.Mutex
-	exports []string
+	exports []ExportRequest
 }
 
 func (f *fakeAppliance) Dashboard() Dashboard {
@@ -100,18 +100,18 @@ func (f *fakeAppliance) Segments(camera string, from, to time.Time) ([]Segment, 
 	return out, nil
 }
 
-func (f *fakeAppliance) Export(_ context.Context, camera string, from, to time.Time, w io.Writer) error {
+func (f *fakeAppliance) Export(_ context.Context, req ExportRequest, w io.Writer) error {
 	f.mu.Lock()
-	f.exports = append(f.exports, camera)
+	f.exports = append(f.exports, req)
 	f.mu.Unlock()
-	_, err := fmt.Fprintf(w, "export of %s from %s to %s\n", camera, from.Format(time.RFC3339), to.Format(time.RFC3339))
+	_, err := fmt.Fprintf(w, "export of %s from %s to %s\n", req.Camera, req.From.Format(time.RFC3339), req.To.Format(time.RFC3339))
 	return err
 }
 
-func (f *fakeAppliance) Exports() []string {
+func (f *fakeAppliance) Exports() []ExportRequest {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]string(nil), f.exports...)
+	return append([]ExportRequest(nil), f.exports...)
 }
 
 // env is a running web server with its authz service, on a real swtpm TLS key and a temp data dir.
