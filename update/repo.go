@@ -117,6 +117,9 @@ func (r *Repo) signers(ids []string) ([]signature.Signer, error) {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.pem"))
 		sort.Strings(files)
 		for _, f := range files {
+			if !isRoleKeyFile(filepath.Base(f)) {
+				continue // the bundle signing key and certificate live beside the TUF keys
+			}
 			b, err := os.ReadFile(f)
 			if err != nil {
 				return nil, fmt.Errorf("read key %s: %w", filepath.Base(f), err)
@@ -460,6 +463,15 @@ func (r *Repo) retire(ids []string) error {
 		}
 	}
 	return nil
+}
+
+func isRoleKeyFile(name string) bool {
+	for _, r := range metadata.TOP_LEVEL_ROLE_NAMES {
+		if strings.HasPrefix(name, r+"-") {
+			return true
+		}
+	}
+	return false
 }
 
 // writeFile writes atomically: temp file, fsync, rename.

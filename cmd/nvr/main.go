@@ -59,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) (int, error) {
 		return audit(args[1:], stdout, stderr)
 	case "segments":
 		return segments(args[1:], stdout, stderr)
+	case "release":
+		return release(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(stdout, usage)
 		return 0, nil
