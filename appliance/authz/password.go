@@ -39,6 +39,8 @@ const (
 // repeating the password.
 var ErrWeakPassword = errors.New("password refused")
 
+//go:generate go run ./internal/gencommon -o commonpasswords.txt
+
 //go:embed commonpasswords.txt
 var commonPasswordsFile []byte
 
