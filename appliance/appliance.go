@@ -14,11 +14,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgenvr/nvr/appliance/ingest"
 	"github.com/edgenvr/nvr/appliance/record"
 	"github.com/edgenvr/nvr/appliance/store"
 	"github.com/edgenvr/nvr/tpm"
-	"golang.org/x/sync/errgroup"
 )
 
 // Camera is one camera to record.
@@ -58,9 +56,8 @@ type Appliance struct {
 	cfg Config
 	log *slog.Logger
 
-	mu        sync.Mutex
-	recorders map[string]*record.Recorder
-	ingests   map[string]*ingest.Camera
+	mu sync.Mutex
+	pl *pipelines
 }
 
 // New checks the configuration.
@@ -87,7 +84,7 @@ func New(cfg Config, log *slog.Logger) (*Appliance, error) {
 	if cfg.Retention.HighWater == 0 {
 		cfg.Retention.HighWater, cfg.Retention.LowWater = 0.90, 0.85
 	}
-	return &Appliance{cfg: cfg, log: log, recorders: map[string]*record.Recorder{}, ingests: map[string]*ingest.Camera{}}, nil
+	return &Appliance{cfg: cfg, log: log}, nil
 }
 
 // Run starts the appliance and runs it until ctx ends, then stops it in order. A kill at any instant is
@@ -151,61 +148,27 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 	}
 	ret := store.NewRetention(db, a.cfg.DataDir, a.cfg.Retention, nil, nil, a.log.With("part", "retention"))
 
-	// Ingest stops with camCtx; retention keeps running until every segment is closed.
-	g, gctx := errgroup.WithContext(ctx)
-	camCtx, stopCams := context.WithCancel(gctx)
-	defer stopCams()
+	// Pipelines stop first; retention and the checkpoint signer keep running until every segment is sealed.
 	retCtx, stopRet := context.WithCancel(context.Background())
 	defer stopRet()
 	retDone := make(chan error, 1)
 	go func() { retDone <- a.retention(retCtx, ret, kick) }()
 
+	pl := newPipelines(ctx, a.log, &a.cfg, vaultKey, db, needSpace, func(s store.Segment) {
+		logSegment(a.log, s)
+		if _, err := ev.LogSegment(s); err != nil {
+			// The segment stays final and unlogged; the next start logs it (reconcileLog).
+			a.log.Error("evidence log append failed", "camera", s.Camera, "err", err)
+		}
+	}, nil)
+	a.mu.Lock()
+	a.pl = pl
+	a.mu.Unlock()
 	for _, c := range a.cfg.Cameras {
-		if err := db.PutCamera(store.Camera{Name: c.Name, URL: c.URL}); err != nil {
-			return fmt.Errorf("index camera %s: %w", c.Name, err)
-		}
-		rec, err := record.New(record.Config{
-			Camera:           c.Name,
-			DataDir:          a.cfg.DataDir,
-			SegmentDuration:  a.cfg.SegmentDuration,
-			FragmentDuration: a.cfg.FragmentDuration,
-			VaultKey:         vaultKey,
-			Index:            db,
-			NeedSpace:        needSpace,
-			OnSegment: func(s store.Segment) {
-				a.log.Info("segment closed", "camera", s.Camera, "start", s.Start.Format(time.RFC3339Nano),
-					"end", s.End.Format(time.RFC3339Nano), "chunks", s.Chunks, "bytes", s.Bytes)
-				if _, err := ev.LogSegment(s); err != nil {
-					// The segment stays final and unlogged; the next start logs it (reconcileLog).
-					a.log.Error("evidence log append failed", "camera", s.Camera, "err", err)
-				}
-			},
-		}, a.log.With("part", "record"))
-		if err != nil {
+		if err := pl.start(c); err != nil {
+			pl.stopAll()
 			return err
 		}
-		in, err := ingest.New(ingest.Config{
-			Name:           c.Name,
-			URL:            c.URL,
-			Username:       c.Username,
-			Password:       c.Password,
-			Transport:      c.Transport,
-			PinnedCert:     c.PinnedCert,
-			VideoLossAfter: a.cfg.VideoLossAfter,
-		}, a.log.With("part", "ingest"))
-		if err != nil {
-			return err
-		}
-		a.mu.Lock()
-		a.recorders[c.Name] = rec
-		a.ingests[c.Name] = in
-		a.mu.Unlock()
-		g.Go(func() error {
-			runErr := in.Run(camCtx, eventLogger{rec: rec, log: a.log.With("camera", c.Name)})
-			// Ingest has stopped and delivered everything it received: seal the open segment.
-			closeErr := rec.Close()
-			return errors.Join(runErr, closeErr)
-		})
 	}
 	a.log.Info("recording", "cameras", len(a.cfg.Cameras), "data", a.cfg.DataDir)
 	if a.cfg.Ready != nil {
@@ -213,8 +176,7 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 	}
 	<-ctx.Done()
 	a.log.Info("stopping: closing segments")
-	stopCams()
-	werr := g.Wait()
+	werr := pl.stopAll()
 	stopRet()
 	rerr := <-retDone
 	stopCk()
@@ -244,35 +206,15 @@ func (a *Appliance) retention(ctx context.Context, ret *store.Retention, kick <-
 	}
 }
 
-// Status returns each camera's recorder status.
+// Status returns each recording camera's status.
 func (a *Appliance) Status() map[string]record.Status {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make(map[string]record.Status, len(a.recorders))
-	for n, r := range a.recorders {
-		out[n] = r.Status()
+	pl := a.pl
+	a.mu.Unlock()
+	if pl == nil {
+		return nil
 	}
-	return out
-}
-
-// eventLogger hands units to the recorder and logs stream events as they happen.
-type eventLogger struct {
-	rec *record.Recorder
-	log *slog.Logger
-}
-
-func (e eventLogger) Unit(u *ingest.Unit) { e.rec.Unit(u) }
-
-func (e eventLogger) Event(ev ingest.Event) {
-	attrs := []any{"event", ev.Kind.String()}
-	if ev.Err != nil {
-		attrs = append(attrs, "err", ev.Err)
-	}
-	if ev.Count > 0 {
-		attrs = append(attrs, "count", ev.Count)
-	}
-	e.log.Info("camera event", attrs...)
-	e.rec.Event(ev)
+	return pl.status()
 }
 
 // Healthy reports whether every camera pipeline wrote a fragment within maxAge: what a watchdog should be
