@@ -75,3 +75,30 @@ func (d DiskStatus) Percent() float64 {
 	}
 	return 100 * float64(d.UsedBytes) / float64(d.TotalBytes)
 }
+
+// DeleteRequest is a deletion of recordings the access control allowed (and, where policy asks, a second
+// person approved).
+type DeleteRequest struct {
+	Camera     string
+	From, To   time.Time
+	User       string
+	Reason     string
+	ApprovedBy string
+}
+
+// Deleter deletes the recordings of a camera in a range and says how many segments went; the appliance
+// fills it from its index (segments under an evidence hold are never deleted).
+type Deleter interface {
+	Delete(ctx context.Context, req DeleteRequest) (int, error)
+}
+
+// ConfigSource shows the appliance's configuration (never its secrets) to holders of the
+// configuration-view right.
+type ConfigSource interface {
+	Config() []ConfigItem
+}
+
+// ConfigItem is one shown setting.
+type ConfigItem struct {
+	Section, Name, Value string
+}

@@ -156,13 +156,77 @@ func (s *Server) approvalPost(w http.ResponseWriter, r *http.Request, c *caller,
 	s.render(w, r, c, 200, "approval.html", page{Title: "Approval", Message: "approved by " + a.ApprovedBy, Data: approvalData{A: a, Mine: true}})
 }
 
-func (s *Server) approvalDownload(w http.ResponseWriter, r *http.Request, c *caller, _ url.Values) {
+// approvalRun carries out an approved request, once: the export download or the deletion.
+func (s *Server) approvalRun(w http.ResponseWriter, r *http.Request, c *caller, _ url.Values) {
 	a, err := s.az.UseApproval(r.PathValue("id"), c.sub, source(r))
 	if err != nil {
 		s.fail(w, r, c, http.StatusForbidden, "the approval is missing, used or expired")
 		return
 	}
-	s.export(w, r, c, ExportRequest{Camera: a.Request.Camera, From: a.Request.From, To: a.To, Reason: a.Note, ApprovedBy: a.ApprovedBy})
+	switch a.Request.Action {
+	case authz.Export:
+		s.export(w, r, c, ExportRequest{Camera: a.Request.Camera, From: a.Request.From, To: a.To, Reason: a.Note, ApprovedBy: a.ApprovedBy})
+	case authz.Delete:
+		s.delete(w, r, c, DeleteRequest{Camera: a.Request.Camera, From: a.Request.From, To: a.To, Reason: a.Note, ApprovedBy: a.ApprovedBy})
+	default:
+		s.fail(w, r, c, http.StatusBadRequest, "nothing to carry out")
+	}
+}
+
+// deletePost deletes a camera's recordings in a range, or asks for approval where the role's policy does.
+func (s *Server) deletePost(w http.ResponseWriter, r *http.Request, c *caller, f url.Values) {
+	cam := r.PathValue("camera")
+	from, to, err := parseRange(f, s.cfg.Now())
+	if err != nil {
+		s.fail(w, r, c, http.StatusBadRequest, err.Error())
+		return
+	}
+	req := authz.Request{Action: authz.Delete, Camera: cam, From: from}
+	d, ok := s.decide(w, r, c, req)
+	if !ok {
+		return
+	}
+	reason := strings.TrimSpace(f.Get("reason"))
+	if d.NeedApproval {
+		req.Subject, req.Source = c.sub, source(r)
+		a, err := s.az.RequestApproval(req, to, reason)
+		if err != nil {
+			s.fail(w, r, c, http.StatusInternalServerError, "approval could not be requested")
+			return
+		}
+		http.Redirect(w, r, "/approvals/"+url.PathEscape(a.ID), http.StatusSeeOther)
+		return
+	}
+	s.delete(w, r, c, DeleteRequest{Camera: cam, From: from, To: to, Reason: reason})
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request, c *caller, req DeleteRequest) {
+	if s.cfg.Deleter == nil {
+		s.fail(w, r, c, http.StatusServiceUnavailable, "deletion is not available on this appliance")
+		return
+	}
+	req.User = c.sub.User
+	n, err := s.cfg.Deleter.Delete(r.Context(), req)
+	obj := "camera/" + req.Camera
+	if err != nil {
+		s.log.Error("web: delete failed", "camera", req.Camera, "err", err)
+		s.az.Event(c.sub, "delete", obj, "fail", "deletion failed", source(r))
+		s.fail(w, r, c, http.StatusInternalServerError, "the deletion failed")
+		return
+	}
+	s.az.Event(c.sub, "delete", obj, "ok", fmt.Sprintf("%d segments from %s to %s", n, req.From.UTC().Format(time.RFC3339), req.To.UTC().Format(time.RFC3339)), source(r))
+	s.render(w, r, c, 200, "error.html", page{Title: "Deleted", Message: fmt.Sprintf("%d segments of %s deleted", n, req.Camera)})
+}
+
+func (s *Server) configPage(w http.ResponseWriter, r *http.Request, c *caller, _ url.Values) {
+	if _, ok := s.decide(w, r, c, authz.Request{Action: authz.ViewConfig}); !ok {
+		return
+	}
+	var items []ConfigItem
+	if s.cfg.Settings != nil {
+		items = s.cfg.Settings.Config()
+	}
+	s.render(w, r, c, 200, "config.html", page{Title: "Configuration", Data: items})
 }
 
 type usersData struct {

@@ -77,6 +77,24 @@ func (l *lockedBuffer) String() string {
 type fakeAppliance struct {
 	mu      sync.Mutex
 	exports []ExportRequest
+	deletes []DeleteRequest
+}
+
+func (f *fakeAppliance) Delete(_ context.Context, req DeleteRequest) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deletes = append(f.deletes, req)
+	return 3, nil
+}
+
+func (f *fakeAppliance) Deletes() []DeleteRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]DeleteRequest(nil), f.deletes...)
+}
+
+func (f *fakeAppliance) Config() []ConfigItem {
+	return []ConfigItem{{Section: "recording", Name: "segment", Value: "60s"}, {Section: "web", Name: "listen", Value: "127.0.0.1:8443"}}
 }
 
 func (f *fakeAppliance) Dashboard() Dashboard {
@@ -158,7 +176,7 @@ func startEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	app := &fakeAppliance{}
-	srv, err := New(Config{Listener: ln, Authz: az, Key: key, Status: app, Recordings: app, Exporter: app, Now: clk.Now,
+	srv, err := New(Config{Listener: ln, Authz: az, Key: key, Status: app, Recordings: app, Exporter: app, Deleter: app, Settings: app, Now: clk.Now,
 		Display: func(code string, exp time.Time) {
 			fmt.Fprintf(console, "SETUP CODE %s (valid until %s)\n", code, exp.Format(time.RFC3339))
 		}}, log.With("part", "web"))
@@ -333,4 +351,24 @@ func newGet(u, session string) (*http.Request, error) {
 	}
 	req.AddCookie(&http.Cookie{Name: sessionCookie, Value: session})
 	return req, nil
+}
+
+// enrolLogin signs a new user in over HTTP, enrolling TOTP on the way; it returns the TOTP secret.
+func (e *env) enrolLogin(c *http.Client, name, password string) string {
+	e.t.Helper()
+	_, _, tok := e.get(c, "/login")
+	resp := e.post(c, "/login", url.Values{"csrf": {tok}, "name": {name}, "password": {password}})
+	resp.Body.Close()
+	_, body, _ := e.get(c, "/login/step")
+	m := regexp.MustCompile(`id="secret">([A-Z2-7]+)<`).FindStringSubmatch(body)
+	if m == nil {
+		e.t.Fatalf("enrol %s: no secret on the page", name)
+	}
+	code, _ := authz.TOTPCode(m[1], e.clk.Now())
+	resp = e.post(c, "/login/code", url.Values{"csrf": {tok}, "code": {code}})
+	resp.Body.Close()
+	if resp.StatusCode != 200 { // the recovery codes page
+		e.t.Fatalf("enrol %s: status %d", name, resp.StatusCode)
+	}
+	return m[1]
 }

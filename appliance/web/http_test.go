@@ -284,3 +284,57 @@ func TestAPIDenials(t *testing.T) {
 		t.Error("the API token is in the log")
 	}
 }
+
+// TestDeletionUnderDualAuthorization: a role whose policy puts deletions under dual authorization gets
+// them carried out only after another person approves; the configuration page needs its own right.
+func TestDeletionUnderDualAuthorization(t *testing.T) {
+	e := startEnv(t)
+	ac := e.client("")
+	adminSecret := e.adminSetup(ac, "admin", adminPassword)
+	admin := authz.Subject{User: "admin", Via: "session"}
+	if err := e.az.PutRole(admin, authz.Role{Name: "archivist", Cameras: map[string][]authz.Action{"cam1": {authz.Playback, authz.Delete}},
+		System: []authz.Action{authz.ViewStatus}, DualDelete: true}, ""); err != nil {
+		t.Fatal(err)
+	}
+	const pw = "walnut harbour 58 crane"
+	if err := e.az.CreateUser(admin, authz.NewUser{Name: "arch", Password: pw, Roles: []string{"archivist"}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	c := e.client("")
+	e.enrolLogin(c, "arch", pw)
+	_, _, csrf := e.get(c, "/cameras/cam1")
+	from := e.clk.Now().Add(-3 * time.Hour).UTC().Format(time.RFC3339)
+	to := e.clk.Now().Add(-2 * time.Hour).UTC().Format(time.RFC3339)
+	resp := e.post(c, "/cameras/cam1/delete", url.Values{"csrf": {csrf}, "from": {from}, "to": {to}, "reason": {"retention request 9"}})
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/approvals/") {
+		t.Fatalf("delete: %d %q", resp.StatusCode, loc)
+	}
+	resp = e.post(c, loc+"/download", url.Values{"csrf": {csrf}})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || len(e.app.Deletes()) != 0 {
+		t.Fatalf("deletion without approval: %d", resp.StatusCode)
+	}
+	e.clk.Advance(31 * time.Second)
+	code, _ := authz.TOTPCode(adminSecret, e.clk.Now())
+	resp = e.post(c, loc, url.Values{"csrf": {csrf}, "approver": {"admin"}, "approver_password": {adminPassword}, "approver_code": {code}})
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "approved by admin") {
+		t.Fatalf("approval: %d", resp.StatusCode)
+	}
+	resp = e.post(c, loc+"/download", url.Values{"csrf": {csrf}})
+	resp.Body.Close()
+	if d := e.app.Deletes(); resp.StatusCode != 200 || len(d) != 1 || d[0].ApprovedBy != "admin" || d[0].User != "arch" {
+		t.Fatalf("deletion: %d %+v", resp.StatusCode, d)
+	}
+	// Configuration: the archivist may not see it, the administrator may.
+	if code, _, _ := e.get(c, "/config"); code != http.StatusForbidden {
+		t.Errorf("archivist /config: %d", code)
+	}
+	e.login(ac, "admin", adminPassword, adminSecret)
+	if code, body, _ := e.get(ac, "/config"); code != 200 || !strings.Contains(body, "127.0.0.1:8443") {
+		t.Errorf("admin /config: %d", code)
+	}
+}

@@ -35,7 +35,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /cameras/{camera}/export", s.with(s.exportPost))
 	m.HandleFunc("GET /approvals/{id}", s.with(s.approvalPage))
 	m.HandleFunc("POST /approvals/{id}", s.with(s.approvalPost))
-	m.HandleFunc("POST /approvals/{id}/download", s.with(s.approvalDownload))
+	m.HandleFunc("POST /approvals/{id}/download", s.with(s.approvalRun))
+	m.HandleFunc("POST /cameras/{camera}/delete", s.with(s.deletePost))
+	m.HandleFunc("GET /config", s.with(s.configPage))
 	m.HandleFunc("GET /users", s.with(s.usersPage))
 	m.HandleFunc("POST /users", s.with(s.usersPost))
 	m.HandleFunc("POST /roles", s.with(s.rolesPost))
@@ -64,7 +66,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, c *caller, code 
 		p.User, p.CSRF = c.session.User, c.session.CSRF
 		p.Nav = map[string]bool{}
 		// Navigation shows what the user may open; opening it is decided again (and audited) by the page.
-		for _, a := range []authz.Action{authz.ManageUsers, authz.ReadAudit} {
+		for _, a := range []authz.Action{authz.ManageUsers, authz.ReadAudit, authz.ViewConfig} {
 			if s.az.Visible(c.sub, a) {
 				p.Nav[string(a)] = true
 			}

@@ -43,10 +43,13 @@ type Config struct {
 	Key crypto.Signer
 	// Hosts are the DNS names and IP addresses the certificate names (default 127.0.0.1 and localhost).
 	Hosts []string
-	// Status, Recordings and Exporter connect the pages to the appliance; nil shows nothing.
+	// Status, Recordings, Exporter, Deleter and Settings connect the pages to the appliance; nil shows
+	// nothing or answers that the function is not available.
 	Status     StatusSource
 	Recordings Recordings
 	Exporter   Exporter
+	Deleter    Deleter
+	Settings   ConfigSource
 	// Display shows the first-boot setup code on the local display (LCD; console or journal under make
 	// run). It is never logged by this package. Required while no account exists.
 	Display func(code string, expires time.Time)
