@@ -337,4 +337,42 @@ func TestDeletionUnderDualAuthorization(t *testing.T) {
 	if code, body, _ := e.get(ac, "/config"); code != 200 || !strings.Contains(body, "127.0.0.1:8443") {
 		t.Errorf("admin /config: %d", code)
 	}
+	// The users and roles page: every form renders, and a role and an account are made through it.
+	st, body, utok := e.get(ac, "/users")
+	if st != 200 || !strings.Contains(body, "archivist") || !strings.Contains(body, `name="sys_system.approve"`) {
+		t.Fatalf("users page: %d", st)
+	}
+	resp = e.post(ac, "/roles", url.Values{"csrf": {utok}, "op": {"put"}, "name": {"night-guard"}, "cameras": {"cam1 gate"},
+		"cam_camera.live": {"on"}, "sys_system.status": {"on"}, "schedule": {"Mon-Sun 20:00-24:00; Mon-Sun 00:00-06:00"}, "max_age_hours": {"12"}})
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "role night-guard saved") {
+		t.Fatalf("role form: %d", resp.StatusCode)
+	}
+	roles, _ := e.az.Roles()
+	var ng *authz.Role
+	for i := range roles {
+		if roles[i].Name == "night-guard" {
+			ng = &roles[i]
+		}
+	}
+	if ng == nil || ng.MaxRecordingAge != 12*time.Hour || len(ng.Schedule.Windows) != 14 || len(ng.Cameras["gate"]) != 1 {
+		t.Fatalf("role from form: %+v", ng)
+	}
+	resp = e.post(ac, "/users", url.Values{"csrf": {utok}, "op": {"create"}, "name": {"guard1"}, "password": {"password1234"}, "roles": {"night-guard"}})
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "common passwords") {
+		t.Errorf("common password through the users page: %d", resp.StatusCode)
+	}
+	resp = e.post(ac, "/users", url.Values{"csrf": {utok}, "op": {"create"}, "name": {"guard1"}, "password": {"lantern frost 77 pine"}, "roles": {"night-guard"}, "dual": {"on"}})
+	resp.Body.Close()
+	if u, err := e.az.User("guard1"); err != nil || !u.DualAuth || u.Roles[0] != "night-guard" {
+		t.Errorf("account from form: %v %+v", err, u)
+	}
+	for _, p := range []string{"/audit", "/account", "/dashboard", "/cameras/cam1"} {
+		if code, _, _ := e.get(ac, p); code != 200 {
+			t.Errorf("admin %s: %d", p, code)
+		}
+	}
 }
