@@ -13,12 +13,18 @@ top=$(cd "$here/.." && pwd)
 out=${2:-$top/build/image}
 version=${NVR_VERSION:-0.0.0}
 mkdir -p "$out"
-need=(debootstrap mksquashfs mkfs.ext4 sfdisk grub-mkimage grub-editenv)
-for t in "${need[@]}"; do
-  command -v "$t" >/dev/null || { echo "image: installing tools" >&2
-    export DEBIAN_FRONTEND=noninteractive; apt-get update -qq
-    apt-get install -y -qq --no-install-recommends debootstrap squashfs-tools e2fsprogs fdisk grub-pc-bin grub-common qemu-user-static >/dev/null; break; }
+tools=(debootstrap squashfs-tools e2fsprogs fdisk grub-pc-bin grub-common)
+[ "$arch" = "$(dpkg --print-architecture)" ] || tools+=(qemu-user-static)
+missing=()
+for p in "${tools[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "image: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 base=$("$here/base.sh" "$arch" "$top/build/rootfs")
 work=$(mktemp -d "$top/build/.image-XXXXXX")
 trap 'rm -rf "$work"' EXIT
