@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"crypto"
+	"crypto/cipher"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -63,6 +64,9 @@ type Config struct {
 	Throttle ThrottleConfig
 	// Forward, if set, receives every audit entry after it is written (for the syslog forwarder).
 	Forward func(Entry)
+	// Sealer, if set (the TPM), keeps the key under which TOTP seeds are stored; without it they are
+	// stored in clear in auth.db.
+	Sealer Sealer
 }
 
 // Service is the access-control service. Its methods are safe for concurrent use.
@@ -85,6 +89,7 @@ type Service struct {
 	setup     *setupState
 	enrol     map[string]*setupEnrol
 	waReg     map[string]*webauthn.SessionData // by session id
+	seeds     cipher.AEAD                      // TOTP seed encryption, nil without a Sealer
 }
 
 var (
@@ -162,6 +167,9 @@ func New(cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, errors.Join(fmt.Errorf("authz: init auth.db: %w", err), db.Close())
 	}
 	s.db = db
+	if err := s.loadSeedKey(); err != nil {
+		return nil, errors.Join(fmt.Errorf("authz: %w", err), db.Close())
+	}
 	al, err := openAuditLog(filepath.Join(cfg.DataDir, "audit.jsonl"), cfg.Anchor, cfg.Now, log)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("authz: %w", err), db.Close())

@@ -247,11 +247,19 @@ func (s *Service) LoginCode(ctx context.Context, pending, code, source string) (
 				if err != nil {
 					return err
 				}
-				u.TOTPSecret, u.TOTPLast, u.Recovery, recovery, ok = p.enrol.Secret, step, hashes, codes, true
+				sealed, err := s.sealSeed(u.Name, p.enrol.Secret)
+				if err != nil {
+					return err
+				}
+				u.TOTPSecret, u.TOTPLast, u.Recovery, recovery, ok = sealed, step, hashes, codes, true
 				how = "totp enrolled"
 			}
 		} else if u.HasTOTP() {
-			if step, good := checkTOTP(u.TOTPSecret, code, now, u.TOTPLast); good {
+			seed, err := s.openSeed(u.Name, u.TOTPSecret)
+			if err != nil {
+				return err
+			}
+			if step, good := checkTOTP(seed, code, now, u.TOTPLast); good {
 				u.TOTPLast, ok = step, true
 			} else if useRecovery(u, code) {
 				ok, how = true, "recovery code"
@@ -334,7 +342,11 @@ func (s *Service) verifyApprover(ctx context.Context, requester, approver, passw
 		if !u.HasTOTP() {
 			return nil
 		}
-		step, good := checkTOTP(u.TOTPSecret, code, s.cfg.Now(), u.TOTPLast)
+		seed, err := s.openSeed(u.Name, u.TOTPSecret)
+		if err != nil {
+			return err
+		}
+		step, good := checkTOTP(seed, code, s.cfg.Now(), u.TOTPLast)
 		if !good {
 			return nil
 		}

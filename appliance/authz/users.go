@@ -125,6 +125,10 @@ func (s *Service) SetupFinish(ctx context.Context, id, code, source string) ([]s
 	if err != nil {
 		return nil, err
 	}
+	seed, err := s.sealSeed(e.name, e.totp.Secret)
+	if err != nil {
+		return nil, err
+	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		if k, _ := tx.Bucket(bucketUsers).Cursor().First(); k != nil {
 			return ErrSetupDone
@@ -135,7 +139,7 @@ func (s *Service) SetupFinish(ctx context.Context, id, code, source string) ([]s
 			}
 		}
 		return putJSON(tx, bucketUsers, e.name, &User{Name: e.name, Roles: []string{"administrator"}, Hash: e.hash,
-			Created: s.cfg.Now().UTC(), TOTPSecret: e.totp.Secret, TOTPLast: step, Recovery: hashes})
+			Created: s.cfg.Now().UTC(), TOTPSecret: seed, TOTPLast: step, Recovery: hashes})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("setup: %w", err)

@@ -170,7 +170,7 @@ func startEnv(t testing.TB) *env {
 	port := ln.Addr().(*net.TCPAddr).Port
 	origin := fmt.Sprintf("https://localhost:%d", port)
 	clk := &clock{}
-	az, err := authz.New(authz.Config{DataDir: t.TempDir(), Signer: key, Now: clk.Now, Sleep: clk.Sleep, Argon2: testArgon2,
+	az, err := authz.New(authz.Config{DataDir: t.TempDir(), Signer: key, Sealer: tp, Now: clk.Now, Sleep: clk.Sleep, Argon2: testArgon2,
 		RPID: "localhost", RPOrigins: []string{origin}}, log.With("part", "authz"))
 	if err != nil {
 		t.Fatal(err)
