@@ -411,3 +411,25 @@ func TestScheduleParse(t *testing.T) {
 		t.Errorf("round trip: %v %q", err, s2.String())
 	}
 }
+
+// TestUnknownAccountNotEchoed: a name that is no account (perhaps a password typed into the wrong field)
+// is audited only as a hash.
+func TestUnknownAccountNotEchoed(t *testing.T) {
+	clk := &fakeClock{t: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)}
+	s := newTestService(t, clk)
+	setupAdmin(t, s, clk)
+	for range 6 {
+		_, _ = s.Login(context.Background(), "my secret pass phrase", "x", "10.9.9.9")
+		_, _ = s.Login(context.Background(), "NoSuchUser42", "x", "10.9.9.8")
+	}
+	var buf bytes.Buffer
+	if _, err := s.ExportAudit(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), "my secret pass phrase") || strings.Contains(buf.String(), "NoSuchUser42") {
+		t.Error("an unknown account name is in the audit log")
+	}
+	if !strings.Contains(buf.String(), `"subject":"unknown-`) {
+		t.Error("unknown accounts not audited")
+	}
+}

@@ -102,14 +102,20 @@ func (s *Service) dummy() string {
 func (s *Service) checkPassword(ctx context.Context, name, password, source, purpose string) (*User, error) {
 	delay, err := s.thr.admit(source, name)
 	if err != nil {
-		s.Event(Subject{User: name, Via: purpose}, purpose, "account/"+name, "refused", "throttled", source)
+		shown := unknownAccount(name)
+		if validName(name) {
+			if _, uerr := s.User(name); uerr == nil {
+				shown = name
+			}
+		}
+		s.Event(Subject{User: shown, Via: purpose}, purpose, "account/"+shown, "refused", "throttled", source)
 		return nil, err
 	}
 	if err := s.cfg.Sleep(ctx, delay); err != nil {
 		return nil, err
 	}
 	if len(password) > MaxPasswordLen || !validName(name) {
-		return nil, s.failed(ctx, name, source, purpose, "malformed")
+		return nil, s.failedAs(ctx, name, unknownAccount(name), source, purpose, "malformed")
 	}
 	var u *User
 	_ = s.db.View(func(tx *bolt.Tx) error {
@@ -125,8 +131,11 @@ func (s *Service) checkPassword(ctx context.Context, name, password, source, pur
 		s.log.Error("password hash unreadable", "user", name, "err", err)
 	}
 	switch {
-	case u == nil || !ok:
-		return nil, s.failed(ctx, name, source, purpose, "wrong user name or password")
+	case u == nil:
+		// A name that is no account may be a password typed into the wrong field: audit only its hash.
+		return nil, s.failedAs(ctx, name, unknownAccount(name), source, purpose, "no such account")
+	case !ok:
+		return nil, s.failed(ctx, name, source, purpose, "wrong password")
 	case u.Disabled:
 		return nil, s.failed(ctx, name, source, purpose, "account disabled")
 	}
@@ -134,8 +143,19 @@ func (s *Service) checkPassword(ctx context.Context, name, password, source, pur
 }
 
 func (s *Service) failed(ctx context.Context, name, source, purpose, reason string) error {
+	return s.failedAs(ctx, name, name, source, purpose, reason)
+}
+
+// unknownAccount names an attempted account that does not exist, without repeating what was typed.
+func unknownAccount(name string) string {
+	h := sha256.Sum256([]byte("edgenvr unknown account v1\n" + name))
+	return "unknown-" + hex.EncodeToString(h[:6])
+}
+
+// failedAs records a failure against the throttle (keyed by name) and the audit log (as shown).
+func (s *Service) failedAs(ctx context.Context, name, shown, source, purpose, reason string) error {
 	d := s.thr.fail(source, name)
-	s.Event(Subject{User: name, Via: purpose}, purpose, "account/"+name, "fail", reason, source)
+	s.Event(Subject{User: shown, Via: purpose}, purpose, "account/"+shown, "fail", reason, source)
 	if err := s.cfg.Sleep(ctx, d); err != nil {
 		return err
 	}
