@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Network applies links, addresses, sysctls and the nftables ruleset from a Config and reconciles them.
@@ -30,7 +31,8 @@ func NewNetwork(cfg Config, log *slog.Logger, members func(port string) string) 
 				"cannot give; use a pre-shared CAK (MACsec) or 802.1X, not both", ErrConfig, p.Name)
 		}
 	}
-	h, err := netlink.NewHandle()
+	// Route netlink only: a kernel without xfrm_user (or nfnetlink loaded yet) must not fail the apply.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}

@@ -45,6 +45,10 @@ type Config struct {
 	// Modules are kernel modules to load, by name (e.g. "8021q", "macsec"); their dependencies from
 	// modules.dep are loaded first.
 	Modules []string
+	// ModuleDirs are module directories (relative to /lib/modules/VERSION, e.g. "kernel/net/netfilter")
+	// copied whole, so the kernel's on-demand module requests (through busybox modprobe and the
+	// modules.alias table) find what the explicit list does not name.
+	ModuleDirs []string
 	// Programs are host programs (dynamically linked or static) copied to the same path in the machine,
 	// with the shared libraries ldd names.
 	Programs []string
@@ -189,7 +193,9 @@ set -a
 set +a
 cd /src/pkg
 /src/pkg/test.bin -test.v -test.run "$NVRVM_RUN" -test.timeout "$NVRVM_TIMEOUT"
-echo "NVRVM-EXIT $?"
+rc=$?
+echo "NVRVM-LOADED $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
+echo "NVRVM-EXIT $rc"
 sync
 poweroff -f
 echo o > /proc/sysrq-trigger
@@ -255,7 +261,27 @@ func Build(w io.Writer, cfg Config, testBin, run string, timeout time.Duration) 
 			return fmt.Errorf("module %s: %w", m, err)
 		}
 	}
-	for _, f := range []string{"modules.dep", "modules.alias", "modules.symbols", "modules.builtin"} {
+	copied := map[string]bool{}
+	for _, m := range order {
+		copied[m] = true
+	}
+	for _, d := range cfg.ModuleDirs {
+		err := filepath.WalkDir(filepath.Join(modDir, d), func(p string, e os.DirEntry, err error) error {
+			if err != nil || e.IsDir() || !strings.Contains(e.Name(), ".ko") {
+				return err
+			}
+			rel, _ := filepath.Rel(modDir, p)
+			if copied[rel] {
+				return nil
+			}
+			copied[rel] = true
+			return copyFile(vmMods+"/"+rel, p)
+		})
+		if err != nil {
+			return fmt.Errorf("module directory %s: %w", d, err)
+		}
+	}
+	for _, f := range []string{"modules.dep", "modules.alias", "modules.symbols", "modules.builtin", "modules.softdep"} {
 		if err := copyFile(vmMods+"/"+f, filepath.Join(modDir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -295,7 +321,7 @@ func Build(w io.Writer, cfg Config, testBin, run string, timeout time.Duration) 
 	}
 	env := map[string]string{
 		EnvInside:         "1",
-		"PATH":            "/bin:/sbin:/usr/bin:/usr/sbin",
+		"PATH":            "/usr/sbin:/usr/bin:/sbin:/bin", // iproute2 before busybox applets
 		"LD_LIBRARY_PATH": "/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu",
 		"HOME":            "/root",
 		"NVRVM_RUN":       run,
