@@ -160,6 +160,11 @@ eap_reauth_period=%d
 	return path, nil
 }
 
+// writePIDFile records a supervised child's PID for killStale.
+func writePIDFile(path string, pid int) error {
+	return writeFileAtomic(path, []byte(strconv.Itoa(pid)+"\n"), 0o600)
+}
+
 // killStale stops a hostapd left by an earlier nvrd for this port (its PID file names it, and its command
 // line must name our configuration file before anything is signalled).
 func killStale(pidFile, conf string, log *slog.Logger) {
@@ -222,13 +227,19 @@ func (a *Authenticator) Run(ctx context.Context) error {
 func (a *Authenticator) runOnce(ctx context.Context, conf, pidFile string) error {
 	ctrlPath := filepath.Join(a.dir(), "ctrl", a.port)
 	_ = os.Remove(ctrlPath)
-	cmd := exec.Command(a.cfg.Hostapd, "-P", pidFile, conf)
+	// hostapd writes -P's file only when it daemonizes, so the PID file (which lets the next nvrd stop a
+	// hostapd this one leaves behind) is written here.
+	cmd := exec.Command(a.cfg.Hostapd, conf)
 	logw := &lineLogger{log: a.log, msg: "hostapd"}
 	cmd.Stdout, cmd.Stderr = logw, logw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start hostapd: %w", err)
 	}
+	if err := writePIDFile(pidFile, cmd.Process.Pid); err != nil {
+		a.log.Warn("hostapd PID file", "err", err)
+	}
+	defer os.Remove(pidFile)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	stop := func() error {

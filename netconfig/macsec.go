@@ -90,12 +90,15 @@ func (m *MACsec) Run(ctx context.Context) error {
 	killStale(pidFile, conf, m.log)
 	backoff := time.Second
 	for {
-		cmd := exec.Command(m.binary, "-D", "macsec_linux", "-i", m.port, "-c", conf, "-P", pidFile)
+		cmd := exec.Command(m.binary, "-D", "macsec_linux", "-i", m.port, "-c", conf)
 		logw := &lineLogger{log: m.log, msg: "wpa_supplicant"}
 		cmd.Stdout, cmd.Stderr = logw, logw
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start wpa_supplicant: %w", err)
+		}
+		if err := writePIDFile(pidFile, cmd.Process.Pid); err != nil {
+			m.log.Warn("wpa_supplicant PID file", "err", err)
 		}
 		m.log.Info("MKA running", "pid", cmd.Process.Pid)
 		exited := make(chan error, 1)
@@ -109,6 +112,7 @@ func (m *MACsec) Run(ctx context.Context) error {
 				_ = cmd.Process.Kill()
 				<-exited
 			}
+			_ = os.Remove(pidFile)
 			return nil
 		case err := <-exited:
 			m.log.Error("wpa_supplicant stopped; restarting", "err", err, "after", backoff)
