@@ -175,7 +175,7 @@ var ctrlEventCases = []struct {
 	{"<3>AP-STA-CONNECTED", ""},
 	{"<3>AP-STA-CONNECTED not-a-mac", ""},
 	{"<3>AP-STA-CONNECTED 00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01", ""}, // 20-byte IPoIB
-	{"AP-STA-CONNECTED 02:00:00:00:00:01", ""},                                               // no level: a reply, not an event
+	{"AP-STA-CONNECTED 02:00:00:00:00:01", ""},                                              // no level: a reply, not an event
 	{"<3 AP-STA-CONNECTED 02:00:00:00:00:01", ""},
 	{"<>", ""},
 	{"<2>   ", ""},
