@@ -23,7 +23,7 @@ var bins struct {
 	err  error
 }
 
-func buildBin(t *testing.T, name string) string {
+func buildBin(t testing.TB, name string) string {
 	t.Helper()
 	bins.once.Do(func() {
 		bins.dir, bins.err = os.MkdirTemp("", "netconfig-bin-")
@@ -43,6 +43,9 @@ func buildBin(t *testing.T, name string) string {
 }
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(floodEnv); spec != "" {
+		os.Exit(floodMain(spec))
+	}
 	code := m.Run()
 	if bins.dir != "" {
 		os.RemoveAll(bins.dir)
@@ -55,7 +58,7 @@ func repoRoot() string {
 	return filepath.Dir(wd)
 }
 
-func clipsDir(t *testing.T) string {
+func clipsDir(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join(repoRoot(), "build", "clips")
 	if out, err := exec.Command(filepath.Join(repoRoot(), "scripts", "clips.sh"), dir).CombinedOutput(); err != nil {
@@ -71,7 +74,7 @@ type camera struct {
 	mac string
 }
 
-func newCamera(t *testing.T, prefix, port string) *camera {
+func newCamera(t testing.TB, prefix, port string) *camera {
 	cam := &camera{ns: nstest.New(t, prefix), dir: t.TempDir()}
 	var self *nstest.NS
 	nstest.Veth(t, self, port, cam.ns, "eth0")
@@ -84,7 +87,7 @@ func newCamera(t *testing.T, prefix, port string) *camera {
 }
 
 // supplicant starts wpa_supplicant (wired) in the camera with the given network block.
-func (c *camera) supplicant(t *testing.T, name, network string) *nstest.Proc {
+func (c *camera) supplicant(t testing.TB, name, network string) *nstest.Proc {
 	conf := filepath.Join(c.dir, name+".conf")
 	body := fmt.Sprintf("ctrl_interface=%s\nap_scan=0\neapol_version=2\nnetwork={\n\tkey_mgmt=IEEE8021X\n\teapol_flags=0\n%s}\n",
 		filepath.Join(c.dir, name+"-ctrl"), network)
@@ -95,7 +98,7 @@ func (c *camera) supplicant(t *testing.T, name, network string) *nstest.Proc {
 }
 
 // dhcp runs busybox udhcpc once and returns the leased address ("" if none came).
-func (c *camera) dhcp(t *testing.T, tries int) string {
+func (c *camera) dhcp(t testing.TB, tries int) string {
 	out, _ := c.ns.TryTimeout(30*time.Second, "busybox", "udhcpc", "-i", "eth0", "-s", filepath.Join(c.dir, "udhcpc.sh"),
 		"-n", "-q", "-f", "-t", fmt.Sprint(tries), "-T", "1", "-A", "1")
 	for _, l := range strings.Split(out, "\n") {

@@ -19,7 +19,7 @@ type recording struct {
 	rec *record.Recorder
 }
 
-func startRecording(t *testing.T, name, url, user, password string) *recording {
+func startRecording(t testing.TB, name, url, user, password string) *recording {
 	t.Helper()
 	dir := t.TempDir()
 	key, err := ecdh.P256().GenerateKey(rand.Reader)

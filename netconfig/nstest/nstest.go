@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -311,4 +313,84 @@ func (w testWriter) Write(b []byte) (int, error) {
 		w.t.Log("│ " + l)
 	}
 	return len(b), nil
+}
+
+// InNSBench is InNS for a top-level benchmark: the benchmark runs again inside a fresh namespace (same
+// -test.benchtime), its output is logged, and its figures (ns/op and every metric it reported) become the
+// caller's. The caller returns at once on false and benchmarks on true.
+func InNSBench(b *testing.B, prefix string) bool {
+	b.Helper()
+	if os.Getenv(ChildEnv) == b.Name() {
+		return true
+	}
+	Require(b)
+	ns := New(b, prefix)
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	args := []string{exe, "-test.run", "^$", "-test.bench", "^" + regexp.QuoteMeta(b.Name()) + "$", "-test.count", "1"}
+	for _, f := range []string{"test.benchtime", "test.benchmem", "test.timeout"} {
+		if fl := flag.Lookup(f); fl != nil {
+			args = append(args, "-"+f+"="+fl.Value.String())
+		}
+	}
+	c := ns.cmd(args...)
+	c.Env = append(os.Environ(), ChildEnv+"="+b.Name())
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		b.Fatalf("re-run in %s: %v", ns, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	b.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			_ = c.Process.Kill()
+			<-done
+		}
+	})
+	err = <-done
+	done <- err // for the clean-up
+	for _, l := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
+		b.Log("│ " + l)
+	}
+	if err != nil {
+		b.Fatalf("benchmark inside %s failed: %v", ns, err)
+	}
+	metrics, ok := parseBenchLine(out.String(), b.Name())
+	if !ok {
+		b.Fatalf("benchmark inside %s printed no result", ns)
+	}
+	b.StopTimer()
+	for unit, v := range metrics {
+		b.ReportMetric(v, unit)
+	}
+	return false
+}
+
+// parseBenchLine finds name's result line ("BenchmarkX-2  10  123 ns/op  4.5 drops") and returns its
+// figures by unit.
+func parseBenchLine(out, name string) (map[string]float64, bool) {
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 4 || (f[0] != name && !strings.HasPrefix(f[0], name+"-")) {
+			continue
+		}
+		if _, err := strconv.Atoi(f[1]); err != nil {
+			continue
+		}
+		m := map[string]float64{}
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				return nil, false
+			}
+			m[f[i+1]] = v
+		}
+		return m, true
+	}
+	return nil, false
 }
