@@ -95,25 +95,24 @@ type SigningKey struct {
 
 // LogKey loads the evidence log signing key, an ECDSA P-256 key the TPM
 // derives from a fixed template (the same key at every start for as long as
-// the owner seed is unchanged). The caller closes it before closing t.
+// the owner seed is unchanged), kept at the persistent handle [LogKeyHandle]
+// so that it takes no transient slot between signatures. Close does not
+// remove it from the TPM.
 func (t *TPM) LogKey() (*SigningKey, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, ErrClosed
 	}
-	rsp, err := tpm2.CreatePrimary{
-		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
-		InPublic:      tpm2.New2B(logTemplate()),
-	}.Execute(t.tr)
+	rp, err := t.persistentLocked(LogKeyHandle, logTemplate(), "log key")
 	if err != nil {
-		return nil, fmt.Errorf("tpm: create log key: %w", err)
+		return nil, err
 	}
-	pub, err := ecdsaPublic(rsp.OutPublic)
+	pub, err := ecdsaPublic(rp.OutPublic)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("tpm: log key public: %w", err), t.flushLocked(rsp.ObjectHandle))
+		return nil, fmt.Errorf("tpm: log key public: %w", err)
 	}
-	return &SigningKey{t: t, what: "log key", flush: true, handle: rsp.ObjectHandle, name: rsp.Name, pub: pub}, nil
+	return &SigningKey{t: t, what: "log key", handle: tpm2.TPMHandle(LogKeyHandle), name: rp.Name, pub: pub}, nil
 }
 
 // ExportKey loads the export signing key, an RSA-2048 RSASSA-PSS/SHA-256

@@ -36,3 +36,35 @@ func TestOpenFlushesWhatACrashLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestKeysLeaveRoomForSealing: with the vault and log keys in use, the TPM still has the transient slots
+// that sealing needs (swtpm has three). Before the keys were persistent, Seal failed with
+// TPM_RC_OBJECT_MEMORY once the appliance had loaded its keys.
+func TestKeysLeaveRoomForSealing(t *testing.T) {
+	dev := swtpmtest.Start(t)
+	tp, err := Open(dev, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	if _, err := tp.VaultKey(); err != nil {
+		t.Fatal(err)
+	}
+	lk, err := tp.LogKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Close()
+	ek, err := tp.ExportKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ek.Close()
+	blob, err := tp.Seal([]byte("camera credentials key"))
+	if err != nil {
+		t.Fatalf("seal with the keys in use: %v", err)
+	}
+	if _, err := tp.Unseal(blob); err != nil {
+		t.Fatalf("unseal with the keys in use: %v", err)
+	}
+}

@@ -46,7 +46,7 @@ func tlsTemplate() tpm2.TPMTPublic {
 
 // TLSKey is the web server's TLS private key, held by the TPM. It implements
 // [crypto.Signer] with ECDSA over P-256: crypto/tls calls Sign during each
-// handshake, and the private half never leaves the TPM. Close flushes it.
+// handshake, and the private half never leaves the TPM. Close forgets the handle; the key stays persistent.
 type TLSKey struct {
 	t *TPM
 
@@ -56,27 +56,24 @@ type TLSKey struct {
 	pub    *ecdsa.PublicKey
 }
 
-// TLSKey loads (creating it on first use, deterministically) the TPM-held
-// TLS key. The caller closes it before closing t.
+// TLSKey loads the TPM-held TLS key (created on first use, deterministically, and kept at the persistent
+// handle [TLSKeyHandle] so that it takes no transient slot between handshakes). Close does not remove it
+// from the TPM.
 func (t *TPM) TLSKey() (*TLSKey, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, ErrClosed
 	}
-	rsp, err := tpm2.CreatePrimary{
-		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
-		InPublic:      tpm2.New2B(tlsTemplate()),
-	}.Execute(t.tr)
+	rp, err := t.persistentLocked(TLSKeyHandle, tlsTemplate(), "tls key")
 	if err != nil {
-		return nil, fmt.Errorf("tpm: create tls key: %w", err)
+		return nil, err
 	}
-	pub, err := ecdsaPublic(rsp.OutPublic)
+	pub, err := ecdsaPublic(rp.OutPublic)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("tpm: tls key public: %w", err), t.flushLocked(rsp.ObjectHandle))
+		return nil, fmt.Errorf("tpm: tls key public: %w", err)
 	}
-	t.log.Debug("tpm tls key loaded", "handle", fmt.Sprintf("0x%08x", uint32(rsp.ObjectHandle)))
-	return &TLSKey{t: t, handle: rsp.ObjectHandle, name: rsp.Name, pub: pub}, nil
+	return &TLSKey{t: t, handle: tpm2.TPMHandle(TLSKeyHandle), name: rp.Name, pub: pub}, nil
 }
 
 func ecdsaPublic(p tpm2.TPM2BPublic) (*ecdsa.PublicKey, error) {
@@ -154,7 +151,7 @@ func (k *TLSKey) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	return der, nil
 }
 
-// Close flushes the key from the TPM. Sign fails afterwards.
+// Close forgets the handle (the persistent key stays in the TPM). Sign fails afterwards.
 func (k *TLSKey) Close() error {
 	k.mu.Lock()
 	h := k.handle
@@ -163,10 +160,5 @@ func (k *TLSKey) Close() error {
 	if h == 0 {
 		return ErrClosed
 	}
-	k.t.mu.Lock()
-	defer k.t.mu.Unlock()
-	if k.t.closed {
-		return nil // the transport is gone; the resource manager or swtpm restart drops the handle
-	}
-	return k.t.flushLocked(h)
+	return nil // persistent: the key stays in the TPM
 }

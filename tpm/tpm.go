@@ -187,7 +187,8 @@ func vaultTemplate() tpm2.TPMTPublic {
 	}
 }
 
-// loadVaultLocked makes sure the vault key is loaded. t.mu must be held.
+// loadVaultLocked makes sure the vault key is known: a deterministic primary kept at the persistent handle
+// VaultKeyHandle, so it takes no transient slot between uses. t.mu must be held.
 func (t *TPM) loadVaultLocked() error {
 	if t.closed {
 		return ErrClosed
@@ -195,20 +196,15 @@ func (t *TPM) loadVaultLocked() error {
 	if t.vault != 0 {
 		return nil
 	}
-	rsp, err := tpm2.CreatePrimary{
-		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
-		InPublic:      tpm2.New2B(vaultTemplate()),
-	}.Execute(t.tr)
+	rp, err := t.persistentLocked(VaultKeyHandle, vaultTemplate(), "vault key")
 	if err != nil {
-		return fmt.Errorf("tpm: create vault key: %w", err)
+		return err
 	}
-	pub, err := ecdhPublic(rsp.OutPublic)
+	pub, err := ecdhPublic(rp.OutPublic)
 	if err != nil {
-		flushErr := t.flushLocked(rsp.ObjectHandle)
-		return errors.Join(fmt.Errorf("tpm: vault key public: %w", err), flushErr)
+		return fmt.Errorf("tpm: vault key public: %w", err)
 	}
-	t.vault, t.vaultName, t.vaultPub = rsp.ObjectHandle, rsp.Name, pub
-	t.log.Debug("tpm vault key loaded", "handle", fmt.Sprintf("0x%08x", uint32(rsp.ObjectHandle)))
+	t.vault, t.vaultName, t.vaultPub = tpm2.TPMHandle(VaultKeyHandle), rp.Name, pub
 	return nil
 }
 
@@ -340,10 +336,7 @@ func (t *TPM) Close() error {
 	}
 	t.closed = true
 	var errs []error
-	if t.vault != 0 {
-		errs = append(errs, t.flushLocked(t.vault))
-		t.vault, t.vaultName, t.vaultPub = 0, tpm2.TPM2BName{}, nil
-	}
+	t.vault, t.vaultName, t.vaultPub = 0, tpm2.TPM2BName{}, nil // persistent: stays in the TPM
 	if err := t.tr.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("tpm: close transport: %w", err))
 	}
