@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/edgenvr/nvr/appliance/record"
 	"github.com/edgenvr/nvr/appliance/store"
+	"github.com/edgenvr/nvr/board"
 	"github.com/edgenvr/nvr/tpm"
 )
 
@@ -47,6 +49,20 @@ type Config struct {
 	// cameras). Default 5 s.
 	CheckpointEvery time.Duration
 
+	// CameraInterface is the camera network interface ONVIF discovery probes go out on.
+	CameraInterface string
+	// AllowPlainHTTPCameras permits adopting cameras without HTTPS (their new password then crosses the
+	// camera network in clear).
+	AllowPlainHTTPCameras bool
+
+	// WebListen is the HTTPS address of the web pages and API, such as 127.0.0.1:8443. Empty: no web server
+	// (and no local display).
+	WebListen string
+	// Board is the hardware profile: its display and buttons show status and the first-boot setup code.
+	Board board.Profile
+	// Console is where a console display writes (default standard error).
+	Console io.Writer
+
 	// Ready, if set, is called once recovery is done and every camera pipeline has started.
 	Ready func()
 }
@@ -56,8 +72,10 @@ type Appliance struct {
 	cfg Config
 	log *slog.Logger
 
-	mu sync.Mutex
-	pl *pipelines
+	mu     sync.Mutex
+	pl     *pipelines
+	fleet  *cameraFleet
+	alarms *alarms
 }
 
 // New checks the configuration.
@@ -161,8 +179,14 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 			a.log.Error("evidence log append failed", "camera", s.Camera, "err", err)
 		}
 	}, nil)
+	al := &alarms{log: a.log.With("part", "alarms")}
+	fleet, err := newCameraFleet(&a.cfg, dev, pl, al, a.log.With("part", "camera"))
+	if err != nil {
+		return fmt.Errorf("cameras: %w", err)
+	}
+	pl.onEvent = fleet.event
 	a.mu.Lock()
-	a.pl = pl
+	a.pl, a.fleet, a.alarms = pl, fleet, al
 	a.mu.Unlock()
 	for _, c := range a.cfg.Cameras {
 		if err := pl.start(c); err != nil {
@@ -170,13 +194,38 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	a.log.Info("recording", "cameras", len(a.cfg.Cameras), "data", a.cfg.DataDir)
+	// Adopted cameras start recording from the fleet; it stops before the pipelines so that nothing restarts
+	// a pipeline while they are being sealed.
+	fleetCtx, stopFleet := context.WithCancel(ctx)
+	defer stopFleet()
+	fleetDone := make(chan error, 1)
+	go func() { fleetDone <- fleet.run(fleetCtx) }()
+
+	webDone := make(chan error, 1)
+	if a.cfg.WebListen != "" {
+		webCtx, stopWeb := context.WithCancel(ctx)
+		defer stopWeb()
+		go func() {
+			err := a.runAccess(webCtx, dev, db, ev)
+			if err != nil && webCtx.Err() == nil {
+				a.log.Error("web server stopped", "err", err)
+			}
+			webDone <- err
+		}()
+	} else {
+		webDone <- nil
+	}
+
+	a.log.Info("recording", "cameras", len(a.cfg.Cameras)+len(fleet.m.Cameras()), "data", a.cfg.DataDir)
 	if a.cfg.Ready != nil {
 		a.cfg.Ready()
 	}
 	<-ctx.Done()
 	a.log.Info("stopping: closing segments")
-	werr := pl.stopAll()
+	stopFleet()
+	ferr := <-fleetDone
+	aerr := <-webDone
+	werr := errors.Join(pl.stopAll(), ferr, aerr)
 	stopRet()
 	rerr := <-retDone
 	stopCk()
@@ -215,6 +264,17 @@ func (a *Appliance) Status() map[string]record.Status {
 		return nil
 	}
 	return pl.status()
+}
+
+// Alarms returns the most recent alarms, oldest first.
+func (a *Appliance) Alarms() []Alarm {
+	a.mu.Lock()
+	al := a.alarms
+	a.mu.Unlock()
+	if al == nil {
+		return nil
+	}
+	return al.recent()
 }
 
 // Healthy reports whether every camera pipeline wrote a fragment within maxAge: what a watchdog should be

@@ -259,7 +259,7 @@ func newAppliance(t testing.TB, data string, cams map[string]string, password st
 			t.Fatal(err)
 		}
 	}
-	a.args = []string{"-data", data, "-tpm", a.tpm, "-log-format", "json"}
+	a.args = []string{"-data", data, "-tpm", a.tpm, "-log-format", "json", "-listen", "127.0.0.1:0"}
 	if a.creds != "" {
 		a.args = append(a.args, "-camera-credentials", a.creds)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgenvr/nvr/appliance"
 	"github.com/edgenvr/nvr/appliance/store"
+	"github.com/edgenvr/nvr/board"
 	"github.com/edgenvr/nvr/internal/cli"
 )
 
@@ -77,6 +78,11 @@ func run(args []string) error {
 	low := fs.Float64("retention-low", 0.85, "... until it is below this fraction")
 	maxAge := fs.Duration("max-age", 0, "delete segments older than this (0: keep until space is needed)")
 	retEvery := fs.Duration("retention-every", 10*time.Second, "retention pass interval")
+	listen := fs.String("listen", "127.0.0.1:8443", "HTTPS address of the web pages and API (empty: none)")
+	boardName := fs.String("board", "x86-generic", "hardware profile: "+strings.Join(board.Names(), ", "))
+	display := fs.String("display", "", "override the board's display: console, none")
+	cameraIface := fs.String("camera-iface", "", "camera network interface for ONVIF discovery")
+	plainHTTP := fs.Bool("allow-plain-http-cameras", false, "allow adopting cameras without HTTPS (their new password crosses the camera network in clear)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for benchmarks)")
@@ -125,7 +131,22 @@ func run(args []string) error {
 		}
 	}
 	sd := newSystemd(log)
+	prof, err := board.Lookup(*boardName)
+	if err != nil {
+		return err
+	}
+	switch *display {
+	case "":
+	case "console", "none":
+		prof.Display = board.Display{Kind: board.DisplayKind(*display)}
+	default:
+		return fmt.Errorf("-display %q: want console or none", *display)
+	}
 	a, err := appliance.New(appliance.Config{
+		WebListen:             *listen,
+		Board:                 prof,
+		CameraInterface:       *cameraIface,
+		AllowPlainHTTPCameras: *plainHTTP,
 		DataDir:          *dataDir,
 		TPM:              *tpmDev,
 		Cameras:          cams,
