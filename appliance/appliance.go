@@ -266,6 +266,19 @@ func (a *Appliance) Status() map[string]record.Status {
 	return pl.status()
 }
 
+// Live subscribes to a recording camera's fragments as they are written: the init segment first, then
+// fragments from the next key frame on. The caller must call cancel. Access decisions are the caller's
+// (through authz) before it subscribes.
+func (a *Appliance) Live(camera string) (<-chan record.LiveFragment, func(), error) {
+	a.mu.Lock()
+	pl := a.pl
+	a.mu.Unlock()
+	if pl == nil {
+		return nil, nil, errors.New("appliance is not running")
+	}
+	return pl.subscribe(camera)
+}
+
 // Alarms returns the most recent alarms, oldest first.
 func (a *Appliance) Alarms() []Alarm {
 	a.mu.Lock()

@@ -175,3 +175,15 @@ func logSegment(log *slog.Logger, s store.Segment) {
 	log.Info("segment closed", "camera", s.Camera, "start", s.Start.Format(time.RFC3339Nano),
 		"end", s.End.Format(time.RFC3339Nano), "chunks", s.Chunks, "bytes", s.Bytes)
 }
+
+// subscribe returns a live subscription to a recording camera's fragments.
+func (p *pipelines) subscribe(name string) (<-chan record.LiveFragment, func(), error) {
+	p.mu.Lock()
+	pl := p.running[name]
+	p.mu.Unlock()
+	if pl == nil {
+		return nil, nil, fmt.Errorf("camera %s is not recording", name)
+	}
+	ch, cancel := pl.rec.Subscribe()
+	return ch, cancel, nil
+}

@@ -308,3 +308,30 @@ func TestCameraNames(t *testing.T) {
 		}
 	}
 }
+
+// TestLiveSubscribers: a viewer gets the init segment and then fragments from a key frame on, byte for byte
+// what is recorded; a viewer that does not read loses fragments without holding the recorder up.
+func TestLiveSubscribers(t *testing.T) {
+	f := newFixture(t, Config{})
+	wall := time.Unix(1800000000, 0)
+	live, cancel := f.rec.Subscribe()
+	defer cancel()
+	stuck, cancelStuck := f.rec.Subscribe()
+	_ = stuck
+	defer cancelStuck()
+	feed(f.rec, 1, params1, wall, 0, 25*20, 25) // 20 s: more fragments than a stuck viewer's queue
+	var got []LiveFragment
+	for len(got) < liveQueue {
+		got = append(got, <-live)
+	}
+	if got[0].Init == nil || got[1].Data == nil || !got[1].Key {
+		t.Fatalf("first live items: init=%v data=%v key=%v", got[0].Init != nil, got[1].Data != nil, got[1].Key)
+	}
+	sp, err := ParseFragment(got[1].Data)
+	if err != nil || sp.Start != got[1].Start || sp.End != got[1].End {
+		t.Fatalf("live fragment %+v, parsed %+v %v", got[1], sp, err)
+	}
+	if err := f.rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -97,6 +97,8 @@ type Recorder struct {
 
 	mu     sync.Mutex
 	status Status
+
+	live liveHub
 }
 
 type segment struct {
@@ -293,6 +295,7 @@ func (r *Recorder) openSegment(start int64) error {
 		rec.WrappedKey = h.Keys[0].Data
 	}
 	r.seg = &segment{w: w, rec: rec, start: start, end: start}
+	r.live.publishInit(init)
 	r.update(func(s *Status) {
 		s.Recording = true
 		s.Segment = hex.EncodeToString(id[:])
@@ -310,8 +313,13 @@ func (r *Recorder) flush() {
 	r.seq++
 	var info vault.ChunkInfo
 	var werr error
+	last := samples[len(samples)-1]
+	end := last.dts + int64(last.dur)
 	err := r.frag.fragment(r.seq, samples, func(b []byte) error {
 		info, werr = r.seg.w.Append(b)
+		if werr == nil {
+			r.live.publish(b, samples[0].dts, end, samples[0].random)
+		}
 		return werr
 	})
 	if err != nil {
@@ -325,8 +333,6 @@ func (r *Recorder) flush() {
 		r.waitKey = true
 		return
 	}
-	last := samples[len(samples)-1]
-	end := last.dts + int64(last.dur)
 	r.seg.end = end
 	r.lastEnd = max(r.lastEnd, end)
 	if r.errLog {
