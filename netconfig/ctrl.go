@@ -70,6 +70,33 @@ func (c *ctrlConn) attach() error {
 	return nil
 }
 
+// authorizedStations lists the stations hostapd has authorized already (STA-FIRST / STA-NEXT): events
+// sent before a connection attached are lost, so a restarted hostapd's early successes are read here. It
+// must be called on a connection that is not attached (an attached one would swallow events). At most
+// maxStations are listed.
+func (c *ctrlConn) authorizedStations() ([]net.HardwareAddr, error) {
+	const maxStations = 1024
+	var out []net.HardwareAddr
+	r, err := c.request("STA-FIRST", 2*time.Second)
+	for i := 0; err == nil && i < maxStations; i++ {
+		lines := strings.Split(r, "\n")
+		mac, perr := net.ParseMAC(strings.TrimSpace(lines[0]))
+		if perr != nil || len(mac) != 6 {
+			return out, nil // "FAIL" or nothing: the end of the list
+		}
+		for _, l := range lines[1:] {
+			if strings.HasPrefix(l, "flags=") && strings.Contains(l, "[AUTHORIZED]") {
+				out = append(out, mac)
+			}
+		}
+		r, err = c.request("STA-NEXT "+mac.String(), 2*time.Second)
+	}
+	return out, err
+}
+
+// interrupt makes a blocked read return at once (events then notices its stop channel).
+func (c *ctrlConn) interrupt() { _ = c.c.SetReadDeadline(time.Now()) }
+
 // ctrlEvent is one event line from a control interface, without its "<level>" prefix.
 type ctrlEvent struct {
 	Name string   // e.g. AP-STA-CONNECTED

@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unicode/utf16"
@@ -67,6 +69,36 @@ type Authenticator struct {
 	gate    PortGate
 	onEvent func(AuthEvent)
 	log     *slog.Logger
+
+	mu    sync.Mutex
+	known map[string]bool // cameras authorized on the port and not since logged off, kept across restarts
+}
+
+// maxKnown bounds the cameras remembered per port.
+const maxKnown = 64
+
+func (a *Authenticator) knownCameras() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]string, 0, len(a.known))
+	for m := range a.known {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (a *Authenticator) remember(mac net.HardwareAddr, on bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.known == nil {
+		a.known = map[string]bool{}
+	}
+	if !on {
+		delete(a.known, mac.String())
+	} else if len(a.known) < maxKnown {
+		a.known[mac.String()] = true
+	}
 }
 
 // NewAuthenticator prepares the authenticator of port. onEvent may be nil.
@@ -278,16 +310,47 @@ func (a *Authenticator) runOnce(ctx context.Context, conf, pidFile string) error
 	}
 	defer cc.Close()
 	a.log.Info("802.1X authenticator running", "pid", cmd.Process.Pid)
+	// Cameras hostapd authorized before we attached (a restarted hostapd is quick) sent their events to
+	// nobody: read them from its station table, on a second connection that gets no events.
+	// A hostapd that starts knows no camera, and a camera its predecessor authorized will not authenticate
+	// again until its own timers say so (hours): NEW_STA makes hostapd ask each such camera for its
+	// identity now.
+	if q, err := dialCtrl(ctrlPath); err == nil {
+		macs, err := q.authorizedStations()
+		if err != nil {
+			a.log.Warn("reading hostapd's stations", "err", err)
+		}
+		done := map[string]bool{}
+		for _, mac := range macs {
+			done[mac.String()] = true
+			a.handle(ctrlEvent{Name: "AP-STA-CONNECTED", Args: []string{mac.String()}})
+		}
+		for _, mac := range a.knownCameras() {
+			if done[mac] {
+				continue
+			}
+			if r, err := q.request("NEW_STA "+mac, 2*time.Second); err != nil || strings.TrimSpace(r) != "OK" {
+				a.log.Warn("asking a known camera to authenticate again", "mac", mac, "reply", strings.TrimSpace(r), "err", err)
+			}
+		}
+		q.Close()
+	}
 	evErr := make(chan error, 1)
 	stopEv := make(chan struct{})
 	go func() { evErr <- cc.events(stopEv, 2*time.Second, a.handle) }()
 	select {
 	case <-ctx.Done():
 		close(stopEv)
+		cc.interrupt()
 		<-evErr
 		return stop()
 	case err := <-exited:
+		// Close the port now; the caller does it again once the event reader has stopped.
+		if cerr := a.gate.DeauthorizePort(a.port); cerr != nil {
+			a.log.Error("closing port after hostapd died", "err", cerr)
+		}
 		close(stopEv)
+		cc.interrupt()
 		<-evErr
 		return fmt.Errorf("hostapd exited: %v", err)
 	case err := <-evErr:
@@ -311,12 +374,14 @@ func (a *Authenticator) handle(ev ctrlEvent) {
 			a.log.Error("authorize camera", "mac", mac.String(), "err", err)
 			return
 		}
+		a.remember(mac, true)
 		a.log.Info("camera authorized", "mac", mac.String())
 		a.onEvent(AuthEvent{Port: a.port, MAC: mac, Kind: "authorized"})
 	case "AP-STA-DISCONNECTED", "CTRL-EVENT-EAP-FAILURE", "CTRL-EVENT-EAP-FAILURE2":
 		if err := a.gate.Deauthorize(a.port, mac); err != nil {
 			a.log.Error("deauthorize camera", "mac", mac.String(), "err", err)
 		}
+		a.remember(mac, false)
 		kind := "deauthorized"
 		if strings.HasPrefix(ev.Name, "CTRL-EVENT-EAP-FAILURE") {
 			kind = "failure"
