@@ -29,7 +29,7 @@ func TestDaemonServesSetupPage(t *testing.T) {
 	setup := code.FindStringSubmatch(nvrd.output())[1]
 
 	client := &http.Client{
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, // the appliance's own certificate
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, // the appliance's own certificate
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Timeout:       10 * time.Second,
 	}
