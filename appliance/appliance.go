@@ -76,6 +76,7 @@ type Appliance struct {
 	pl     *pipelines
 	fleet  *cameraFleet
 	alarms *alarms
+	health pipelineHealth
 }
 
 // New checks the configuration.
@@ -290,15 +291,10 @@ func (a *Appliance) Alarms() []Alarm {
 	return al.recent()
 }
 
-// Healthy reports whether every camera pipeline wrote a fragment within maxAge: what a watchdog should be
-// fed on. An appliance with no cameras is healthy. It returns the names of the cameras that are not.
+// Healthy reports whether every camera pipeline is alive: it wrote a fragment within maxAge, or it keeps
+// reporting its camera as lost while ingest reconnects (health.go). A wedged pipeline (no progress and no
+// events) makes it false: what a watchdog should be fed on. An appliance with no cameras is healthy. It
+// returns the names of the cameras that are not.
 func (a *Appliance) Healthy(maxAge time.Duration) (bool, []string) {
-	now := time.Now()
-	var stale []string
-	for name, st := range a.Status() {
-		if now.Sub(st.LastWrite) > maxAge {
-			stale = append(stale, name)
-		}
-	}
-	return len(stale) == 0, stale
+	return a.health.check(time.Now(), maxAge, a.Status())
 }
