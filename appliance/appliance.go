@@ -18,6 +18,7 @@ import (
 	"github.com/edgenvr/nvr/appliance/record"
 	"github.com/edgenvr/nvr/appliance/store"
 	"github.com/edgenvr/nvr/board"
+	"github.com/edgenvr/nvr/netconfig"
 	"github.com/edgenvr/nvr/tpm"
 )
 
@@ -48,6 +49,10 @@ type Config struct {
 	// CheckpointEvery is how often the evidence log signs a checkpoint (one TPM signature for all
 	// cameras). Default 5 s.
 	CheckpointEvery time.Duration
+
+	// Network, if set, is the camera network the appliance walls off and serves (netconfig). Nil: the
+	// cameras' network is managed elsewhere (make run, tests).
+	Network *netconfig.ManagerConfig
 
 	// CameraInterface is the camera network interface ONVIF discovery probes go out on.
 	CameraInterface string
@@ -181,6 +186,14 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 		}
 	}, nil)
 	al := &alarms{log: a.log.With("part", "alarms")}
+	netDone := func() error { return nil }
+	if a.cfg.Network != nil {
+		netCtx, stopNet := context.WithCancel(ctx)
+		defer stopNet()
+		if netDone, err = a.runNetwork(netCtx, al); err != nil {
+			return err
+		}
+	}
 	fleet, err := newCameraFleet(&a.cfg, dev, pl, al, a.log.With("part", "camera"))
 	if err != nil {
 		return fmt.Errorf("cameras: %w", err)
@@ -226,7 +239,7 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 	stopFleet()
 	ferr := <-fleetDone
 	aerr := <-webDone
-	werr := errors.Join(pl.stopAll(), ferr, aerr)
+	werr := errors.Join(pl.stopAll(), ferr, aerr, netDone())
 	stopRet()
 	rerr := <-retDone
 	stopCk()

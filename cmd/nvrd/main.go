@@ -18,6 +18,7 @@ import (
 	"github.com/edgenvr/nvr/appliance/store"
 	"github.com/edgenvr/nvr/board"
 	"github.com/edgenvr/nvr/internal/cli"
+	"github.com/edgenvr/nvr/netconfig"
 )
 
 func main() {
@@ -81,7 +82,12 @@ func run(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:8443", "HTTPS address of the web pages and API (empty: none)")
 	boardName := fs.String("board", "x86-generic", "hardware profile: "+strings.Join(board.Names(), ", "))
 	display := fs.String("display", "", "override the board's display: console, none")
-	cameraIface := fs.String("camera-iface", "", "camera network interface for ONVIF discovery")
+	cameraIface := fs.String("camera-iface", "", "camera network interface for ONVIF discovery (default: the camera bridge when -camera-net is set)")
+	cameraNet := fs.String("camera-net", "", "wall off the board's camera ports as this network, the appliance's address and prefix (e.g. 10.77.0.1/24); empty: the camera network is managed elsewhere")
+	cameraVLAN := fs.String("camera-vlan", "", "VLAN mode instead of a bridge: TRUNK:VID (e.g. eth1:100)")
+	camera8021X := fs.Bool("camera-8021x", false, "802.1X on every camera port: nothing but EAPOL passes until hostapd authorizes the camera")
+	netState := fs.String("net-state", "", "state of the camera network (leases, camera CA); default DATA/net")
+	netRuntime := fs.String("net-runtime", "/run/nvr/net", "hostapd and wpa_supplicant runtime files")
 	plainHTTP := fs.Bool("allow-plain-http-cameras", false, "allow adopting cameras without HTTPS (their new password crosses the camera network in clear)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -142,7 +148,21 @@ func run(args []string) error {
 	default:
 		return fmt.Errorf("-display %q: want console or none", *display)
 	}
+	var network *netconfig.ManagerConfig
+	if *cameraNet != "" {
+		network, err = networkConfig(prof, *cameraNet, *cameraVLAN, *camera8021X, *dataDir, *netState, *netRuntime)
+		if err != nil {
+			return err
+		}
+		if *cameraIface == "" {
+			*cameraIface = network.Network.Bridge
+			if network.Network.Mode == netconfig.ModeVLAN {
+				*cameraIface = fmt.Sprintf("%s.%d", network.Network.Trunk, network.Network.VLAN)
+			}
+		}
+	}
 	a, err := appliance.New(appliance.Config{
+		Network:               network,
 		WebListen:             *listen,
 		Board:                 prof,
 		CameraInterface:       *cameraIface,
