@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-webauthn/webauthn/webauthn"
@@ -90,6 +91,8 @@ type Service struct {
 	enrol     map[string]*setupEnrol
 	waReg     map[string]*webauthn.SessionData // by session id
 	seeds     cipher.AEAD                      // TOTP seed encryption, nil without a Sealer
+
+	dir atomic.Pointer[directoryHolder] // the directory for names that are no local account, see SetDirectory
 }
 
 var (
@@ -246,6 +249,13 @@ type User struct {
 
 	WebAuthnID  []byte                `json:"webauthn_id,omitempty"`
 	Credentials []webauthn.Credential `json:"credentials,omitempty"`
+
+	// Directory is set on accounts that a [Directory] vouches for (no local password; roles from the
+	// directory at each login): it names the directory. DirectoryDN and DirectorySynced say which entry
+	// and when it was last read.
+	Directory       string    `json:"directory,omitempty"`
+	DirectoryDN     string    `json:"directory_dn,omitempty"`
+	DirectorySynced time.Time `json:"directory_synced,omitzero"`
 
 	// Set by Public, which drops the secrets they summarise.
 	totpEnrolled bool

@@ -114,6 +114,13 @@ func (s *Service) checkPassword(ctx context.Context, name, password, source, pur
 	if err := s.cfg.Sleep(ctx, delay); err != nil {
 		return nil, err
 	}
+	if d := s.directory(); d != nil && !s.isLocal(name) {
+		// Not a local account: the directory decides (and fails closed when it cannot be reached).
+		if len(password) > MaxPasswordLen || password == "" || !directoryName(name) {
+			return nil, s.failedAs(ctx, name, unknownAccount(name), source, purpose, "malformed")
+		}
+		return s.checkDirectory(ctx, d, name, password, source, purpose)
+	}
 	if len(password) > MaxPasswordLen || !validName(name) {
 		return nil, s.failedAs(ctx, name, unknownAccount(name), source, purpose, "malformed")
 	}
@@ -123,7 +130,7 @@ func (s *Service) checkPassword(ctx context.Context, name, password, source, pur
 		return nil
 	})
 	hash := s.dummy()
-	if u != nil {
+	if u != nil && u.Hash != "" {
 		hash = u.Hash
 	}
 	ok, err := verifyPassword(hash, password)
@@ -134,6 +141,10 @@ func (s *Service) checkPassword(ctx context.Context, name, password, source, pur
 	case u == nil:
 		// A name that is no account may be a password typed into the wrong field: audit only its hash.
 		return nil, s.failedAs(ctx, name, unknownAccount(name), source, purpose, "no such account")
+	case u.Directory != "":
+		// A directory account while no directory is configured: nothing can vouch for it.
+		s.Event(Subject{User: name, Via: purpose}, purpose, "account/"+name, "refused", "directory account and no directory configured", source)
+		return nil, ErrDirectoryUnavailable
 	case !ok:
 		return nil, s.failed(ctx, name, source, purpose, "wrong password")
 	case u.Disabled:
@@ -172,6 +183,11 @@ func (s *Service) Login(ctx context.Context, name, password, source string) (Log
 	if u.Service {
 		return LoginState{}, s.failed(ctx, name, source, "login", "service accounts use API tokens")
 	}
+	return s.beginSecondStep(u, source, "password accepted, second factor next")
+}
+
+// beginSecondStep opens the pending login of u, whose first factor (password or Kerberos ticket) is proven.
+func (s *Service) beginSecondStep(u *User, source, how string) (LoginState, error) {
 	p := &pendingLogin{user: u.Name, step: StepSecondFactor, source: source, expires: s.cfg.Now().Add(pendingTTL)}
 	if !u.HasTOTP() && !u.HasWebAuthn() {
 		enr, err := s.newTOTP(u.Name)
@@ -187,7 +203,7 @@ func (s *Service) Login(ctx context.Context, name, password, source string) (Log
 	s.mu.Lock()
 	s.pending[tokenHash(tok)] = p
 	s.mu.Unlock()
-	s.Event(Subject{User: u.Name, Via: "login"}, "login.password", "account/"+u.Name, "ok", "password accepted, second factor next", source)
+	s.Event(Subject{User: u.Name, Via: "login"}, "login.password", "account/"+u.Name, "ok", how, source)
 	return LoginState{Step: p.step, User: u.Name, Pending: tok, WebAuthn: u.HasWebAuthn() && s.wa != nil, Enrol: p.enrol}, nil
 }
 

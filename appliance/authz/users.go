@@ -285,6 +285,9 @@ func (s *Service) SetPassword(by Subject, name, password, source string) error {
 		if err != nil {
 			return err
 		}
+		if u.Directory != "" {
+			return fmt.Errorf("%s is a directory account: its password is changed in the directory: %w", name, ErrDenied)
+		}
 		u.Hash = h
 		return putJSON(tx, bucketUsers, name, u)
 	})
