@@ -12,6 +12,8 @@ import (
 	"github.com/edgenvr/nvr/appliance/authz"
 	"github.com/edgenvr/nvr/appliance/evidence"
 	"github.com/edgenvr/nvr/appliance/lcd"
+	"github.com/edgenvr/nvr/appliance/playback"
+	"github.com/edgenvr/nvr/appliance/record"
 	"github.com/edgenvr/nvr/appliance/store"
 	"github.com/edgenvr/nvr/appliance/web"
 	"github.com/edgenvr/nvr/tpm"
@@ -75,8 +77,67 @@ func (e webExporter) Export(ctx context.Context, req web.ExportRequest, w io.Wri
 	if req.ApprovedBy != "" {
 		reason += " (approved by " + req.ApprovedBy + ")"
 	}
-	_, err := e.x.Export(ctx, evidence.ExportRequest{Camera: req.Camera, From: req.From, To: req.To, User: req.User, Reason: reason}, w)
+	_, err := e.x.Export(ctx, evidence.ExportRequest{Camera: req.Camera, From: req.From, To: req.To, User: req.User,
+		Reason: reason, Passphrase: req.Passphrase}, w)
 	return err
+}
+
+type recordStatus = record.Status
+
+// webMetrics gives the metrics endpoint the recorders' counters and the recording file system's use.
+type webMetrics struct {
+	a       *Appliance
+	dataDir string
+}
+
+func (m webMetrics) Metrics() []web.Metric {
+	st := m.a.Status()
+	names := make([]string, 0, len(st))
+	for n := range st {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	now := time.Now()
+	fam := func(name, help, typ string, val func(s recordStatus) float64) web.Metric {
+		f := web.Metric{Name: name, Help: help, Type: typ}
+		for _, n := range names {
+			f.Samples = append(f.Samples, web.Sample{Labels: []web.Label{{Name: "camera", Value: n}}, Value: val(st[n])})
+		}
+		return f
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	out := []web.Metric{
+		{Name: "nvr_cameras", Help: "Cameras with a recording pipeline.", Type: "gauge", Samples: []web.Sample{{Value: float64(len(names))}}},
+		fam("nvr_camera_recording", "1 while the camera's video is being recorded.", "gauge", func(s recordStatus) float64 { return b2f(s.Recording && !s.VideoLost) }),
+		fam("nvr_camera_video_lost", "1 while the camera has raised video loss.", "gauge", func(s recordStatus) float64 { return b2f(s.VideoLost) }),
+		fam("nvr_camera_last_fragment_age_seconds", "Seconds since the camera's last fragment was written.", "gauge", func(s recordStatus) float64 {
+			if s.LastWrite.IsZero() {
+				return -1
+			}
+			return now.Sub(s.LastWrite).Seconds()
+		}),
+		fam("nvr_recorded_bytes_total", "Bytes written to segment files since start.", "counter", func(s recordStatus) float64 { return float64(s.Bytes) }),
+		fam("nvr_recorded_fragments_total", "Fragments written since start.", "counter", func(s recordStatus) float64 { return float64(s.Fragments) }),
+		fam("nvr_segments_closed_total", "Segments closed since start.", "counter", func(s recordStatus) float64 { return float64(s.Segments) }),
+		fam("nvr_dropped_pictures_total", "Pictures dropped (waiting for a key frame or lost with a failed write).", "counter", func(s recordStatus) float64 { return float64(s.Dropped) }),
+		fam("nvr_write_errors_total", "Failed segment writes.", "counter", func(s recordStatus) float64 { return float64(s.WriteErrs) }),
+	}
+	var fs unix.Statfs_t
+	if unix.Statfs(m.dataDir, &fs) == nil {
+		total := float64(fs.Blocks) * float64(fs.Bsize)
+		avail := float64(fs.Bavail) * float64(fs.Bsize)
+		out = append(out,
+			web.Metric{Name: "nvr_storage_bytes", Help: "Size of the recording file system.", Type: "gauge", Samples: []web.Sample{{Value: total}}},
+			web.Metric{Name: "nvr_storage_used_bytes", Help: "Bytes in use on the recording file system.", Type: "gauge", Samples: []web.Sample{{Value: total - avail}}},
+			web.Metric{Name: "nvr_storage_available_bytes", Help: "Bytes available on the recording file system.", Type: "gauge", Samples: []web.Sample{{Value: avail}}})
+	}
+	out = append(out, web.Metric{Name: "nvr_alarms", Help: "Alarms held in memory (most recent).", Type: "gauge", Samples: []web.Sample{{Value: float64(len(m.a.Alarms()))}}})
+	return out
 }
 
 // runAccess runs the access-control service and the HTTPS server until ctx ends. The setup code goes to
@@ -101,12 +162,23 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 		return err
 	}
 	defer func() { err = errors.Join(err, dispDone()) }()
+	pb, err := playback.New(playback.Config{DataDir: a.cfg.DataDir, Index: db, Keys: dev}, a.log.With("part", "playback"))
+	if err != nil {
+		return err
+	}
+	pbCtx, stopPb := context.WithCancel(context.Background())
+	pbDone := make(chan error, 1)
+	go func() { pbDone <- pb.Run(pbCtx) }()
+	defer func() { stopPb(); err = errors.Join(err, <-pbDone) }() // drops every cached segment key
 	srv, err := web.New(web.Config{
 		Listen:     a.cfg.WebListen,
 		Authz:      az,
 		Key:        tlsKey,
 		Status:     webStatus{a: a, dataDir: a.cfg.DataDir},
 		Recordings: webRecordings{db: db},
+		Live:       a,
+		Playback:   pb,
+		Metrics:    webMetrics{a: a, dataDir: a.cfg.DataDir},
 		Exporter: webExporter{x: &evidence.Exporter{Log: ev.Log, Recordings: Recordings{DataDir: a.cfg.DataDir, DB: db, Keys: dev},
 			ExportKey: ev.ExportKey, CertDER: ev.CertDER, Logger: a.log.With("part", "export")}},
 		// The setup code goes to the local display only (the console under make run), never to the log.

@@ -61,6 +61,9 @@ type ExportRequest struct {
 	User       string // the exporting operator
 	Reason     string
 	ApprovedBy string // the approver under dual authorization, or empty
+	// Passphrase, if set, encrypts the export with age (scrypt); the receiver opens it with age or nvr
+	// verify. It is never logged, stored or put in the file name.
+	Passphrase []byte
 }
 
 // Exporter writes an export to w; the appliance fills it with the evidence exporter.

@@ -70,13 +70,14 @@ func (s *Server) apiRecordings(w http.ResponseWriter, r *http.Request, c *caller
 	writeJSON(w, 200, map[string]any{"camera": cam, "from": from, "to": to, "segments": segs})
 }
 
-// apiExport takes {"from": RFC3339, "to": RFC3339, "reason": "..."}. A role under dual authorization
+// apiExport takes {"from": RFC3339, "to": RFC3339, "reason": "...", "passphrase": optional}. A role under dual authorization
 // gets 202 with the approval id; the approval is given on the requester's screen in the browser.
 func (s *Server) apiExport(w http.ResponseWriter, r *http.Request, c *caller, _ url.Values) {
 	cam := r.PathValue("camera")
 	var in struct {
-		From, To time.Time
-		Reason   string
+		From, To   time.Time
+		Reason     string
+		Passphrase string
 	}
 	body, err := readBody(r, 4096)
 	if err == nil {
@@ -101,7 +102,13 @@ func (s *Server) apiExport(w http.ResponseWriter, r *http.Request, c *caller, _ 
 		writeJSON(w, http.StatusAccepted, map[string]string{"approval": a.ID, "status": "waiting for a second person"})
 		return
 	}
-	s.export(w, r, c, ExportRequest{Camera: cam, From: in.From, To: in.To, Reason: in.Reason})
+	pass, err := exportPassphrase(in.Passphrase)
+	in.Passphrase = ""
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	s.export(w, r, c, ExportRequest{Camera: cam, From: in.From, To: in.To, Reason: in.Reason, Passphrase: pass})
 }
 
 func readBody(r *http.Request, max int64) ([]byte, error) {

@@ -36,6 +36,9 @@ func parseRange(q url.Values, now time.Time) (time.Time, time.Time, error) {
 		}
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {
+			t, err = time.ParseInLocation("2006-01-02T15:04:05", v, time.UTC)
+		}
+		if err != nil {
 			t, err = time.ParseInLocation("2006-01-02T15:04", v, time.UTC)
 		}
 		if err != nil {
@@ -50,13 +53,18 @@ func parseRange(q url.Values, now time.Time) (time.Time, time.Time, error) {
 }
 
 type cameraData struct {
-	Camera   string
-	From, To time.Time
-	Segments []Segment
-	FromVal  string
-	ToVal    string
+	Camera         string
+	From, To       time.Time
+	Segments       []Segment
+	FromVal        string
+	ToVal          string
+	FromISO, ToISO string
+	// Live and Playback say which parts of the page the caller may use (each decided and audited).
+	Live, Playback bool
 }
 
+// cameraPage shows a camera: live view if the role grants it, and playback with its timeline, export and
+// deletion if it grants playback of the range asked for.
 func (s *Server) cameraPage(w http.ResponseWriter, r *http.Request, c *caller, _ url.Values) {
 	cam := r.PathValue("camera")
 	from, to, err := parseRange(r.URL.Query(), s.cfg.Now())
@@ -64,11 +72,20 @@ func (s *Server) cameraPage(w http.ResponseWriter, r *http.Request, c *caller, _
 		s.fail(w, r, c, http.StatusBadRequest, err.Error())
 		return
 	}
-	if _, ok := s.decide(w, r, c, authz.Request{Action: authz.Playback, Camera: cam, From: from}); !ok {
+	live := s.az.Decide(authz.Request{Subject: c.sub, Source: source(r), Action: authz.Live, Camera: cam})
+	play := s.az.Decide(authz.Request{Subject: c.sub, Source: source(r), Action: authz.Playback, Camera: cam, From: from})
+	if !live.Allow && !play.Allow {
+		s.fail(w, r, c, http.StatusForbidden, "denied: "+play.Reason)
 		return
 	}
-	d := cameraData{Camera: cam, From: from, To: to, FromVal: from.UTC().Format("2006-01-02T15:04"), ToVal: to.UTC().Format("2006-01-02T15:04")}
-	if s.cfg.Recordings != nil {
+	d := cameraData{Camera: cam, From: from, To: to, Live: live.Allow, Playback: play.Allow,
+		FromVal: from.UTC().Format("2006-01-02T15:04:05"), ToVal: to.UTC().Format("2006-01-02T15:04:05"),
+		FromISO: from.UTC().Format(time.RFC3339Nano), ToISO: to.UTC().Format(time.RFC3339Nano)}
+	msg := ""
+	if !play.Allow {
+		msg = "playback denied: " + play.Reason
+	}
+	if play.Allow && s.cfg.Recordings != nil {
 		segs, err := s.cfg.Recordings.Segments(cam, from, to)
 		if err != nil {
 			s.log.Error("web: segments", "camera", cam, "err", err)
@@ -77,7 +94,7 @@ func (s *Server) cameraPage(w http.ResponseWriter, r *http.Request, c *caller, _
 		}
 		d.Segments = segs
 	}
-	s.render(w, r, c, 200, "camera.html", page{Title: "Camera " + cam, Data: d})
+	s.render(w, r, c, 200, "camera.html", page{Title: "Camera " + cam, Error: msg, Data: d})
 }
 
 func (s *Server) exportPost(w http.ResponseWriter, r *http.Request, c *caller, f url.Values) {
@@ -103,7 +120,56 @@ func (s *Server) exportPost(w http.ResponseWriter, r *http.Request, c *caller, f
 		http.Redirect(w, r, "/approvals/"+url.PathEscape(a.ID), http.StatusSeeOther)
 		return
 	}
-	s.export(w, r, c, ExportRequest{Camera: cam, From: from, To: to, Reason: reason})
+	pass, err := exportPassphrase(f.Get("passphrase"))
+	if err != nil {
+		s.fail(w, r, c, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.export(w, r, c, ExportRequest{Camera: cam, From: from, To: to, Reason: reason, Passphrase: pass})
+}
+
+// exportPassphrase checks an optional export passphrase: empty, or 12 to 1024 bytes.
+func exportPassphrase(p string) ([]byte, error) {
+	switch {
+	case p == "":
+		return nil, nil
+	case len(p) < 12:
+		return nil, fmt.Errorf("the passphrase must have at least 12 characters")
+	case len(p) > 1024:
+		return nil, fmt.Errorf("the passphrase is longer than 1024 bytes")
+	}
+	return []byte(p), nil
+}
+
+// exportEstimate is about how many bytes an export of the range will have, from the index's segment sizes
+// in proportion to the part of each segment inside the range: the page shows progress against it.
+func (s *Server) exportEstimate(cam string, from, to time.Time) int64 {
+	if s.cfg.Recordings == nil {
+		return 0
+	}
+	segs, err := s.cfg.Recordings.Segments(cam, from, to)
+	if err != nil {
+		return 0
+	}
+	var n float64
+	for _, sg := range segs {
+		d := sg.End.Sub(sg.Start)
+		if d <= 0 {
+			continue
+		}
+		end, start := sg.End, sg.Start
+		if to.Before(end) {
+			end = to
+		}
+		if from.After(start) {
+			start = from
+		}
+		in := end.Sub(start)
+		if in > 0 {
+			n += float64(sg.Bytes) * float64(in) / float64(d)
+		}
+	}
+	return int64(n)
 }
 
 func (s *Server) export(w http.ResponseWriter, r *http.Request, c *caller, req ExportRequest) {
@@ -113,16 +179,30 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, c *caller, req E
 		s.fail(w, r, c, http.StatusServiceUnavailable, "exports are not available on this appliance")
 		return
 	}
-	// An export may take longer than the usual write limit.
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(30 * time.Minute))
+	defer clear(req.Passphrase)
+	// An export may take longer than the usual write and read limits.
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Minute))
+	_ = rc.SetReadDeadline(time.Time{})
+	name := fmt.Sprintf("%s-%s-evidence.zip", cam, from.UTC().Format("20060102T150405Z"))
+	if len(req.Passphrase) > 0 {
+		name += ".age"
+	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s.mp4"`, cam, from.UTC().Format("20060102T150405Z")))
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, name))
+	w.Header().Set("X-Export-Estimate", fmt.Sprint(s.exportEstimate(cam, from, to)))
+	how := ""
+	if len(req.Passphrase) > 0 {
+		how = ", passphrase-encrypted"
+	}
 	if err := s.cfg.Exporter.Export(r.Context(), req, w); err != nil {
+		s.stats.exportFailures.Add(1)
 		s.log.Error("web: export failed", "camera", cam, "err", err)
 		s.az.Event(c.sub, "export", "camera/"+cam, "fail", "export failed", source(r))
 		return
 	}
-	s.az.Event(c.sub, "export", "camera/"+cam, "ok", fmt.Sprintf("%s to %s", from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339)), source(r))
+	s.stats.exports.Add(1)
+	s.az.Event(c.sub, "export", "camera/"+cam, "ok", fmt.Sprintf("%s to %s%s, reason: %s", from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), how, req.Reason), source(r))
 }
 
 type approvalData struct {
@@ -157,7 +237,12 @@ func (s *Server) approvalPost(w http.ResponseWriter, r *http.Request, c *caller,
 }
 
 // approvalRun carries out an approved request, once: the export download or the deletion.
-func (s *Server) approvalRun(w http.ResponseWriter, r *http.Request, c *caller, _ url.Values) {
+func (s *Server) approvalRun(w http.ResponseWriter, r *http.Request, c *caller, f url.Values) {
+	pass, err := exportPassphrase(f.Get("passphrase"))
+	if err != nil {
+		s.fail(w, r, c, http.StatusBadRequest, err.Error())
+		return
+	}
 	a, err := s.az.UseApproval(r.PathValue("id"), c.sub, source(r))
 	if err != nil {
 		s.fail(w, r, c, http.StatusForbidden, "the approval is missing, used or expired")
@@ -165,7 +250,7 @@ func (s *Server) approvalRun(w http.ResponseWriter, r *http.Request, c *caller, 
 	}
 	switch a.Request.Action {
 	case authz.Export:
-		s.export(w, r, c, ExportRequest{Camera: a.Request.Camera, From: a.Request.From, To: a.To, Reason: a.Note, ApprovedBy: a.ApprovedBy})
+		s.export(w, r, c, ExportRequest{Camera: a.Request.Camera, From: a.Request.From, To: a.To, Reason: a.Note, ApprovedBy: a.ApprovedBy, Passphrase: pass})
 	case authz.Delete:
 		s.delete(w, r, c, DeleteRequest{Camera: a.Request.Camera, From: a.Request.From, To: a.To, Reason: a.Note, ApprovedBy: a.ApprovedBy})
 	default:

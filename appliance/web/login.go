@@ -34,6 +34,7 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, err := s.az.Login(r.Context(), f.Get("name"), f.Get("password"), source(r))
+	countLogin(&s.stats.logins, err)
 	if err != nil {
 		code, msg := errorFor(err)
 		retry(w, err)
@@ -111,6 +112,7 @@ func (s *Server) loginCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, err := s.az.LoginCode(r.Context(), p, firstOf(f["code"]), source(r))
+	countLogin(&s.stats.secondFactor, err)
 	if err != nil {
 		s.stepFailed(w, r, p, err)
 		return

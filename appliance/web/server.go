@@ -50,6 +50,11 @@ type Config struct {
 	Exporter   Exporter
 	Deleter    Deleter
 	Settings   ConfigSource
+	// Live, Playback and Metrics feed live view, playback and the metrics endpoint; nil answers that the
+	// function is not available (the metrics endpoint then shows the web server's own figures).
+	Live     LiveSource
+	Playback PlaybackSource
+	Metrics  MetricsSource
 	// Display shows the first-boot setup code on the local display (LCD; console or journal under make
 	// run). It is never logged by this package. Required while no account exists.
 	Display func(code string, expires time.Time)
@@ -69,6 +74,7 @@ type Server struct {
 	mux  *http.ServeMux
 	// Fingerprint is the SHA-256 of the certificate's public key (SPKI), for pinning.
 	fingerprint string
+	stats       mediaStats
 }
 
 // New checks the configuration, makes the self-signed certificate with the TPM key and parses the pages.
