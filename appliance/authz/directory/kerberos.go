@@ -120,7 +120,7 @@ func classifyKerberos(err error) error {
 		return badCredentials(true, "wrong password (KDC)")
 	case has(errorcode.KDC_ERR_C_PRINCIPAL_UNKNOWN):
 		return badCredentials(false, "no such principal")
-	case root == krberror.KRBMsgError && strings.Contains(msg, "password"):
+	case strings.Contains(msg, "client password/keytab incorrect"), root == krberror.KRBMsgError && strings.Contains(msg, "password"):
 		return badCredentials(true, "wrong password (AS reply does not decrypt)")
 	case has(errorcode.KDC_ERR_S_PRINCIPAL_UNKNOWN):
 		return unavailable("the KDC does not know the appliance's service principal")
