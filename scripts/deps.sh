@@ -8,7 +8,7 @@ pkgs=(ffmpeg swtpm swtpm-tools tpm2-tools age openssl jq unzip xxd
       chromium chromium-driver testssl.sh rsyslog rsyslog-gnutls
       hostapd wpasupplicant nftables iproute2 qemu-system-x86 linux-image-amd64 busybox-static tcpdump
       rauc dbus squashfs-tools grub-common libubootenv-tool openssl nodejs
-      slapd ldap-utils krb5-kdc krb5-admin-server krb5-user)
+      slapd ldap-utils krb5-kdc krb5-admin-server krb5-user curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
