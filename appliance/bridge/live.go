@@ -146,7 +146,12 @@ func (ls *liveStream) pump(ch <-chan record.LiveFragment, pk *packetizer) {
 		select {
 		case f, ok := <-ch:
 			if !ok {
-				log.Info("live stream ended: the camera stopped recording")
+				ls.hub.mu.Lock()
+				closing := ls.closed
+				ls.hub.mu.Unlock()
+				if !closing {
+					log.Info("live stream ended: the camera stopped recording")
+				}
 				return
 			}
 			if f.Init != nil {
