@@ -150,7 +150,8 @@ type env struct {
 
 var testArgon2 = authz.Argon2Params{Time: 1, Memory: 256, Threads: 1}
 
-func startEnv(t testing.TB) *env {
+// startEnv starts the server; opts adjust its Config (tests of optional parts).
+func startEnv(t testing.TB, opts ...func(*Config)) *env {
 	t.Helper()
 	dev := swtpmtest.Start(t)
 	logs, console := &lockedBuffer{}, &lockedBuffer{}
@@ -176,10 +177,14 @@ func startEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	app := &fakeAppliance{}
-	srv, err := New(Config{Listener: ln, Authz: az, Key: key, Status: app, Recordings: app, Exporter: app, Deleter: app, Settings: app, Now: clk.Now,
+	cfg := Config{Listener: ln, Authz: az, Key: key, Status: app, Recordings: app, Exporter: app, Deleter: app, Settings: app, Now: clk.Now,
 		Display: func(code string, exp time.Time) {
 			fmt.Fprintf(console, "SETUP CODE %s (valid until %s)\n", code, exp.Format(time.RFC3339))
-		}}, log.With("part", "web"))
+		}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := New(cfg, log.With("part", "web"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ type loginData struct {
 	Secret   string
 	QR       interface{}
 	Recovery []string
+	SSO      bool // offer Kerberos single sign-on
 }
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -24,7 +25,7 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/setup", http.StatusSeeOther)
 		return
 	}
-	s.render(w, r, nil, 200, "login.html", page{Title: "Sign in", CSRF: s.preCSRF(w, r), Data: loginData{Step: "password"}})
+	s.render(w, r, nil, 200, "login.html", page{Title: "Sign in", CSRF: s.preCSRF(w, r), Data: loginData{Step: "password", SSO: s.az.NegotiateEnabled()}})
 }
 
 func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {

@@ -27,6 +27,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /login/code", s.loginCode)
 	m.HandleFunc("POST /login/approve", s.loginApprove)
 	m.HandleFunc("POST /login/cancel", s.loginCancel)
+	m.HandleFunc("GET /login/negotiate", s.loginNegotiate)
 	m.HandleFunc("POST /login/webauthn/begin", s.loginWebAuthnBegin)
 	m.HandleFunc("POST /login/webauthn/finish", s.loginWebAuthnFinish)
 	m.HandleFunc("POST /logout", s.with(s.logout))
@@ -42,6 +43,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /approvals/{id}/download", s.with(s.approvalRun))
 	m.HandleFunc("POST /cameras/{camera}/delete", s.with(s.deletePost))
 	m.HandleFunc("GET /config", s.with(s.configPage))
+	m.HandleFunc("GET /config/directory", s.with(s.directoryPage))
+	m.HandleFunc("POST /config/directory", s.with(s.directoryPost))
+	m.HandleFunc("POST /config/directory/test", s.with(s.directoryTest))
 	m.HandleFunc("GET /users", s.with(s.usersPage))
 	m.HandleFunc("POST /users", s.with(s.usersPost))
 	m.HandleFunc("POST /roles", s.with(s.rolesPost))
@@ -235,6 +239,8 @@ func errorFor(err error) (int, string) {
 		return http.StatusTooManyRequests, fmt.Sprintf("too many attempts: wait %s before trying again", te.RetryAfter.Round(time.Second))
 	case errors.Is(err, authz.ErrBadCredentials):
 		return http.StatusUnauthorized, authz.ErrBadCredentials.Error()
+	case errors.Is(err, authz.ErrDirectoryUnavailable):
+		return http.StatusServiceUnavailable, authz.ErrDirectoryUnavailable.Error()
 	case errors.Is(err, authz.ErrWeakPassword):
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, authz.ErrExpired):

@@ -50,6 +50,9 @@ type Config struct {
 	Exporter   Exporter
 	Deleter    Deleter
 	Settings   ConfigSource
+	// Directory, if set, is the directory login configuration (LDAP/AD, Kerberos) shown and edited at
+	// /config/directory.
+	Directory DirectoryAdmin
 	// Live, Playback and Metrics feed live view, playback and the metrics endpoint; nil answers that the
 	// function is not available (the metrics endpoint then shows the web server's own figures).
 	Live     LiveSource

@@ -157,7 +157,7 @@ func negotiateToken(t *testing.T, cl *client.Client, spn string) []byte {
 
 func TestKerberos(t *testing.T) {
 	s := dirtest.StartSlapd(t)
-	k := dirtest.StartKDC(t)
+	k := dirtest.StartKDC(t, "nvr.example.test")
 	d, err := New(kerberosSettings(s, k), nil)
 	if err != nil {
 		t.Fatal(err)

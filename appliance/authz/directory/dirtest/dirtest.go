@@ -318,14 +318,14 @@ type KDC struct {
 }
 
 // StartKDC creates a realm (EXAMPLE.TEST) with principals alice, bob, carol, dave and erin (password
-// UserPW), the appliance's service principal and another one, exports the appliance's keytab and runs
-// krb5kdc in the foreground.
-func StartKDC(t testing.TB) *KDC {
+// UserPW), the appliance's service principal HTTP/host and another one (HTTP/other.example.test), exports
+// the appliance's keytab and runs krb5kdc in the foreground.
+func StartKDC(t testing.TB, host string) *KDC {
 	t.Helper()
 	Need(t, "/usr/sbin/krb5kdc", "/usr/sbin/kdb5_util", "/usr/sbin/kadmin.local", "kinit")
 	dir := t.TempDir()
 	port := FreePort(t)
-	k := &KDC{Realm: "EXAMPLE.TEST", Addr: fmt.Sprintf("127.0.0.1:%d", port), SPN: "HTTP/nvr.example.test", Other: "HTTP/other.example.test", dir: dir}
+	k := &KDC{Realm: "EXAMPLE.TEST", Addr: fmt.Sprintf("127.0.0.1:%d", port), SPN: "HTTP/" + host, Other: "HTTP/other.example.test", dir: dir}
 	k.Conf = filepath.Join(dir, "krb5.conf")
 	k.profile = filepath.Join(dir, "kdc.conf")
 	krb5 := fmt.Sprintf(`[libdefaults]
