@@ -54,6 +54,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /account", s.with(s.accountPage))
 	m.HandleFunc("POST /account/webauthn/begin", s.with(s.webauthnRegisterBegin))
 	m.HandleFunc("POST /account/webauthn/finish", s.with(s.webauthnRegisterFinish))
+	s.cameraRoutes(m)
 	s.apiRoutes(m)
 	s.mux = m
 }
@@ -74,7 +75,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, c *caller, code 
 		p.User, p.CSRF = c.session.User, c.session.CSRF
 		p.Nav = map[string]bool{}
 		// Navigation shows what the user may open; opening it is decided again (and audited) by the page.
-		for _, a := range []authz.Action{authz.ManageUsers, authz.ReadAudit, authz.ViewConfig} {
+		for _, a := range []authz.Action{authz.ManageUsers, authz.ManageCameras, authz.ReadAudit, authz.ViewConfig} {
 			if s.az.Visible(c.sub, a) {
 				p.Nav[string(a)] = true
 			}

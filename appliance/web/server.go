@@ -50,6 +50,9 @@ type Config struct {
 	Exporter   Exporter
 	Deleter    Deleter
 	Settings   ConfigSource
+	// Cameras connects the camera management pages and API to the ONVIF camera manager; nil answers
+	// that camera management is not available.
+	Cameras *Cameras
 	// Directory, if set, is the directory login configuration (LDAP/AD, Kerberos) shown and edited at
 	// /config/directory.
 	Directory DirectoryAdmin
@@ -269,7 +272,7 @@ func (s *Server) Handler() http.Handler {
 		if !strings.HasPrefix(r.URL.Path, "/static/") {
 			h.Set("Cache-Control", "no-store")
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		r.Body = http.MaxBytesReader(w, r.Body, bodyLimit(r, s.cfg.Cameras))
 		rw := &statusWriter{ResponseWriter: w, code: 200}
 		start := time.Now()
 		s.mux.ServeHTTP(rw, r)
