@@ -179,6 +179,8 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 		Live:       a,
 		Playback:   pb,
 		Metrics:    webMetrics{a: a, dataDir: a.cfg.DataDir},
+		// The camera pages and API (behind the cameras right) on the ONVIF camera manager.
+		Cameras: &web.Cameras{Fleet: a.fleet.m},
 		Exporter: webExporter{x: &evidence.Exporter{Log: ev.Log, Recordings: Recordings{DataDir: a.cfg.DataDir, DB: db, Keys: dev},
 			ExportKey: ev.ExportKey, CertDER: ev.CertDER, Logger: a.log.With("part", "export")}},
 		// The setup code goes to the local display only (the console under make run), never to the log.
