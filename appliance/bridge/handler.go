@@ -279,6 +279,19 @@ func (h *handler) OnPause(ctx *gortsplib.ServerHandlerOnPauseCtx) (*base.Respons
 	return status(base.StatusOK), nil
 }
 
+// OnResponse implements gortsplib.ServerHandlerOnResponse: when the answer to a replay's PLAY goes out,
+// the reader is counted by gortsplib and the pump may write.
+func (h *handler) OnResponse(sc *gortsplib.ServerConn, res *base.Response) {
+	if res.StatusCode != base.StatusOK {
+		return
+	}
+	if s := sc.Session(); s != nil {
+		if ss, _ := s.UserData().(*sessionState); ss != nil && ss.replay != nil {
+			ss.replay.playing()
+		}
+	}
+}
+
 // OnGetParameter implements gortsplib.ServerHandlerOnGetParameter (keep-alives).
 func (h *handler) OnGetParameter(ctx *gortsplib.ServerHandlerOnGetParameterCtx) (*base.Response, error) {
 	return status(base.StatusOK), nil

@@ -43,7 +43,24 @@ type replay struct {
 	done   chan struct{}
 	pos    time.Time // the recorded time of the next frame, for a PLAY without Range after PAUSE
 	closed bool
+	// gate opens when the PLAY answer goes out: gortsplib counts the reader only after the PLAY handler
+	// returns, and the first key frame must not be written before.
+	gate     chan struct{}
+	gateOnce *sync.Once
 }
+
+// playing opens the gate of the current PLAY (called when its answer is sent).
+func (r *replay) playing() {
+	r.mu.Lock()
+	g, once := r.gate, r.gateOnce
+	r.mu.Unlock()
+	if g != nil {
+		once.Do(func() { close(g) })
+	}
+}
+
+// gateWait bounds how long a pump waits for its PLAY answer to go out.
+const gateWait = 5 * time.Second
 
 // newReplay prepares a replay stream for camera on srv, described by the init segment of the recording
 // at the query's start (or the latest one).
@@ -126,10 +143,21 @@ func (r *replay) play(rng playRange, have bool, scale float64, onEnd func()) (ti
 		return time.Time{}, time.Time{}, errors.New("replay closed")
 	}
 	r.cancel, r.done = cancel, done
+	gate := make(chan struct{})
+	r.gate, r.gateOnce = gate, &sync.Once{}
 	r.mu.Unlock()
 	go func() {
 		defer close(done)
 		defer c.close()
+		t := time.NewTimer(gateWait)
+		select {
+		case <-gate:
+			t.Stop()
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
 		err := r.pump(ctx, c, end, scale)
 		if ctx.Err() != nil {
 			return
