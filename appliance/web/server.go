@@ -254,7 +254,8 @@ func (w *errorLogWriter) Write(p []byte) (int, error) {
 }
 
 // csp is the Content-Security-Policy of every response: no inline script or style, nothing from elsewhere.
-const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+// Video plays from blob: URLs only: the MediaSource the page's own script feeds (live view, playback).
+const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src blob:; connect-src 'self'; " +
 	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // Handler returns the server's handler with its security headers and limits.
