@@ -30,6 +30,9 @@ type Config struct {
 	// Now is the clock (default time.Now); After makes timers (default time.After).
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
+	// BootID identifies the running boot (default: the kernel's /proc/sys/kernel/random/boot_id), so the
+	// agent tells "installed, reboot pending" from "rebooted, and the bootloader fell back".
+	BootID func() (string, error)
 }
 
 // Agent is the long-lived update agent: it marks the booted slot good once healthy, then polls.
@@ -37,6 +40,10 @@ type Agent struct {
 	cfg    Config
 	log    *slog.Logger
 	client *Client
+
+	// What ConfirmBoot learned from the install record (trial.go), for CheckAndInstall.
+	pending  *installRecord // installed during this boot: waiting for the reboot, install nothing more
+	confirms *installRecord // this boot runs the firmware of that record, on trial
 }
 
 // New checks the configuration.
@@ -64,6 +71,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	if cfg.After == nil {
 		cfg.After = time.After
+	}
+	if cfg.BootID == nil {
+		cfg.BootID = kernelBootID
 	}
 	if cfg.Client.Now == nil {
 		cfg.Client.Now = cfg.Now
@@ -102,6 +112,9 @@ func (a *Agent) ConfirmBoot(ctx context.Context) error {
 		return fmt.Errorf("slot status: %w", err)
 	}
 	name, slot, _ := st.BootedSlot()
+	if err := a.reconcileInstall(st.Booted); err != nil {
+		return err
+	}
 	trial := slot.BootStatus != "good"
 	if a.cfg.Bootloader != nil {
 		onTrial, left, err := a.cfg.Bootloader.Trial(ctx, st.Booted)
@@ -114,7 +127,7 @@ func (a *Agent) ConfirmBoot(ctx context.Context) error {
 		}
 	}
 	if !trial {
-		return nil
+		return a.confirmed(name)
 	}
 	var since time.Time
 	for {
@@ -140,14 +153,20 @@ func (a *Agent) ConfirmBoot(ctx context.Context) error {
 		return fmt.Errorf("mark slot %s good: %w", name, err)
 	}
 	a.log.Info("booted slot marked good", "slot", name, "bootname", st.Booted)
-	return nil
+	return a.confirmed(name)
 }
 
 // CheckAndInstall asks the fleet server for newer firmware; if there is some, downloads and verifies it,
 // checks the bundle's own signature and manifest, and installs it into the inactive slot.
 func (a *Agent) CheckAndInstall(ctx context.Context) (Target, error) {
+	if a.pending != nil {
+		return Target{}, fmt.Errorf("%w: %s is installed and waits for the reboot", ErrNoUpdate, a.pending.Version)
+	}
 	t, err := a.client.Check(ctx)
 	if err != nil {
+		return t, err
+	}
+	if err := a.refuseFailed(t); err != nil {
 		return t, err
 	}
 	a.log.Info("newer firmware offered", "version", t.Version, "bytes", t.Length)
@@ -163,8 +182,15 @@ func (a *Agent) CheckAndInstall(ctx context.Context) (Target, error) {
 		return t, err
 	}
 	start := a.cfg.Now()
+	st, err := a.cfg.Installer.Status(ctx)
+	if err != nil {
+		return t, fmt.Errorf("slot status: %w", err)
+	}
 	if err := a.cfg.Installer.Install(ctx, path); err != nil {
 		return t, fmt.Errorf("install %s: %w", t.Version, err)
+	}
+	if err := a.recordInstall(t, st.Booted); err != nil {
+		return t, err
 	}
 	a.log.Info("firmware installed into the inactive slot; it boots on trial next", "version", t.Version,
 		"took", a.cfg.Now().Sub(start).Round(time.Millisecond))

@@ -93,6 +93,7 @@ func run(args []string) error {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for benchmarks)")
 	memProfile := fs.String("memprofile", "", "write a heap profile to this file when recording stops (for benchmarks)")
+	upd := addUpdateFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -190,7 +191,10 @@ func run(args []string) error {
 		})
 	}
 	context.AfterFunc(ctx, sd.stopping)
-	go sd.watchdog(ctx, 15*time.Second, a.Healthy, nil)
+	go sd.watchdog(ctx, watchdogMaxAge, a.Healthy, nil)
+	if err := startUpdate(ctx, upd, prof, sd.up, a.Healthy, log); err != nil {
+		return err
+	}
 	return a.Run(ctx)
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -17,7 +18,12 @@ type systemd struct {
 	notify func(state string) (bool, error)
 	// interval returns the watchdog interval, 0 when systemd set none; daemon.SdWatchdogEnabled in production.
 	interval func() (time.Duration, error)
+	// isUp is set once the appliance is up (ready was called), whether or not systemd listens.
+	isUp atomic.Bool
 }
+
+// watchdogMaxAge is the progress age the watchdog and the update agent judge camera pipelines by.
+const watchdogMaxAge = 15 * time.Second
 
 func newSystemd(log *slog.Logger) *systemd {
 	return &systemd{
@@ -29,12 +35,16 @@ func newSystemd(log *slog.Logger) *systemd {
 
 // ready tells systemd the service is up: appliance.Config.Ready.
 func (s *systemd) ready() {
+	s.isUp.Store(true)
 	if ok, err := s.notify(daemon.SdNotifyReady); err != nil {
 		s.log.Error("sd_notify READY failed", "err", err)
 	} else if ok {
 		s.log.Info("told systemd: ready")
 	}
 }
+
+// up reports whether the appliance has been up (READY) in this run.
+func (s *systemd) up() bool { return s.isUp.Load() }
 
 // stopping tells systemd the service is shutting down.
 func (s *systemd) stopping() {
