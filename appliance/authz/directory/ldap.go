@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/edgenvr/nvr/appliance/authz"
+	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
 )
 
 // ldapClient is the part of *ldap.Conn the lookups use (the fuzz test runs them over a pipe).
 type ldapClient interface {
 	Bind(username, password string) error
+	UnauthenticatedBind(username string) error
 	Search(req *ldap.SearchRequest) (*ldap.SearchResult, error)
 	SearchWithPaging(req *ldap.SearchRequest, pagingSize uint32) (*ldap.SearchResult, error)
 }
@@ -34,6 +36,17 @@ const (
 	maxNameBytes   = 64
 	adDisabledFlag = 0x2 // userAccountControl ACCOUNTDISABLE
 )
+
+// maxLDAPMessage bounds one LDAP message read from a directory. go-ldap reads through asn1-ber, whose
+// default limit (2 GiB) would let a hostile or broken server make the appliance allocate that much.
+const maxLDAPMessage = 4 << 20
+
+func init() {
+	// The limit is process-wide; nothing else in the appliance speaks BER.
+	if ber.MaxPacketLengthBytes == 0 || ber.MaxPacketLengthBytes > maxLDAPMessage {
+		ber.MaxPacketLengthBytes = maxLDAPMessage
+	}
+}
 
 // unavailable makes the error of a directory that cannot be used now.
 func unavailable(format string, a ...any) error {
@@ -105,7 +118,7 @@ func (d *Directory) tlsConfig(host string) *tls.Config {
 func (d *Directory) serviceBind(c ldapClient) error {
 	var err error
 	if d.s.BindDN == "" {
-		err = c.Bind("", "")
+		err = c.UnauthenticatedBind("") // RFC 4513 anonymous bind
 	} else {
 		err = c.Bind(d.s.BindDN, d.s.BindPassword)
 	}
