@@ -440,3 +440,5 @@ func TestThrottle(t *testing.T) {
 		t.Fatalf("another address after the throttle: %+v", res)
 	}
 }
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
