@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"sort"
 	"time"
 
 	"github.com/edgenvr/nvr/appliance/authz"
+	"github.com/edgenvr/nvr/appliance/authz/directory"
 	"github.com/edgenvr/nvr/appliance/evidence"
 	"github.com/edgenvr/nvr/appliance/lcd"
 	"github.com/edgenvr/nvr/appliance/playback"
@@ -156,6 +158,14 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 		return err
 	}
 	defer func() { err = errors.Join(err, az.Close()) }()
+	// Directory login (LDAP/AD, Kerberos): settings in DATA/directory.json, secrets sealed by the TPM,
+	// edited at /config/directory. Off until an administrator configures it.
+	dirMgr, err := directory.NewManager(directory.ManagerConfig{Path: filepath.Join(a.cfg.DataDir, "directory.json"), Sealer: dev},
+		a.log.With("part", "directory"))
+	if err != nil {
+		return err
+	}
+	az.SetDirectory(dirMgr)
 	codes := lcd.NewSetupCodes(az.NeedsSetup, nil)
 	disp, dispDone, err := a.runDisplay(ctx, db, codes)
 	if err != nil {
@@ -173,6 +183,7 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 	srv, err := web.New(web.Config{
 		Listen:     a.cfg.WebListen,
 		Authz:      az,
+		Directory:  dirMgr,
 		Key:        tlsKey,
 		Status:     webStatus{a: a, dataDir: a.cfg.DataDir},
 		Recordings: webRecordings{db: db},
