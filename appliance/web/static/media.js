@@ -166,6 +166,7 @@ async function runLive(video) {
     samples.push(l);
     if (samples.length > 20) samples.shift();
     video.dataset.latency = l.toFixed(3);
+    video.dataset.latencies = samples.map((x) => x.toFixed(3)).join(",");
     latency.textContent = l.toFixed(2) + " s";
   }, 500);
   for (;;) {
