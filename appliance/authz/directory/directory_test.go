@@ -127,6 +127,10 @@ func TestPlaintextNeedsExplicitConsent(t *testing.T) {
 
 // krbClient makes a gokrb5 client from a kinit credential cache (the user's own login).
 func krbClient(t *testing.T, k *dirtest.KDC, user string) *client.Client {
+	return krbClientB(t, k, user)
+}
+
+func krbClientB(t testing.TB, k *dirtest.KDC, user string) *client.Client {
 	t.Helper()
 	cc := k.Kinit(t, user, dirtest.UserPW)
 	ccache, err := credentials.LoadCCache(cc)
@@ -146,6 +150,10 @@ func krbClient(t *testing.T, k *dirtest.KDC, user string) *client.Client {
 
 // negotiateToken is the SPNEGO token a browser would send for spn.
 func negotiateToken(t *testing.T, cl *client.Client, spn string) []byte {
+	return negotiateTokenB(t, cl, spn)
+}
+
+func negotiateTokenB(t testing.TB, cl *client.Client, spn string) []byte {
 	t.Helper()
 	req, _ := http.NewRequest("GET", "https://nvr.example.test/login/negotiate", nil)
 	if err := spnego.SetSPNEGOHeader(cl, req, spn); err != nil {
