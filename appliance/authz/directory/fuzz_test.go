@@ -67,12 +67,18 @@ func chunk(last bool, pkt *ber.Packet) []byte {
 
 // fakeLDAP answers each request read from conn with the next chunks of data, the message ID rewritten to
 // the request's, until data runs out; then it closes conn.
-func fakeLDAP(conn net.Conn, data []byte) {
+func fakeLDAP(conn net.Conn, data []byte) { fakeLDAPSeen(conn, data, nil) }
+
+// fakeLDAPSeen is fakeLDAP that also hands each request to seen.
+func fakeLDAPSeen(conn net.Conn, data []byte, seen func(*ber.Packet)) {
 	defer conn.Close()
 	for len(data) > 0 {
 		req, err := ber.ReadPacket(conn)
 		if err != nil || len(req.Children) == 0 {
 			return
+		}
+		if seen != nil {
+			seen(req)
 		}
 		id := req.Children[0].Value
 		for len(data) >= 3 {
