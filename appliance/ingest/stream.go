@@ -50,6 +50,24 @@ type stream struct {
 	lastPTS  int64 // of the last accepted unit, absolute (as given)
 	lastWall time.Time
 	badSince time.Time // first of a run of timestamp refusals
+	held     [][]byte  // NAL units without a picture, waiting for the next picture
+}
+
+// maxHeld bounds the NAL units held for the next picture.
+const maxHeld = 16
+
+// hasPicture reports whether an access unit holds a coded picture (a VCL NAL unit).
+func (s *stream) hasPicture(au [][]byte) bool {
+	for _, n := range au {
+		if s.codec == CodecH264 {
+			if t := n[0] & 0x1f; t >= 1 && t <= 5 {
+				return true
+			}
+		} else if t := (n[0] >> 1) & 0x3f; t <= 31 {
+			return true
+		}
+	}
+	return false
 }
 
 func newStream(codec Codec, pt uint8, session uint64, initial *Params, maxUnit int, maxJump time.Duration) (*stream, error) {
@@ -166,6 +184,28 @@ func (s *stream) unit(au [][]byte, pts int64, now time.Time) (*Unit, error) {
 	if sps != nil || pps != nil || vps != nil {
 		if err := s.updateParams(vps, sps, pps); err != nil {
 			return nil, err
+		}
+	}
+	if !s.hasPicture(kept) {
+		// Parameter sets or SEI sent with their own timestamp or marker: no picture of their own. They
+		// belong with the next picture; a sample without one makes decoders report a missing frame.
+		if len(s.held)+len(kept) > maxHeld {
+			return nil, fmt.Errorf("%w: more than %d NAL units without a picture", errBadUnit, maxHeld)
+		}
+		for _, n := range kept {
+			s.held = append(s.held, bytes.Clone(n))
+		}
+		return nil, nil
+	}
+	if len(s.held) > 0 {
+		kept = append(s.held, kept...)
+		s.held = nil
+		size = 0
+		for _, n := range kept {
+			size += len(n)
+		}
+		if size > s.maxUnit {
+			return nil, fmt.Errorf("%w: larger than %d bytes", errBadUnit, s.maxUnit)
 		}
 	}
 	var random bool

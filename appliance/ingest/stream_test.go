@@ -290,3 +290,29 @@ func TestFuzzCorpusCommitted(t *testing.T) {
 		t.Errorf("seed %s is missing or stale: run NVR_UPDATE_FUZZ_CORPUS=1 go test ./appliance/ingest -run TestFuzzCorpusCommitted", path)
 	}
 }
+
+// TestParameterSetsAloneJoinTheNextPicture: a camera that sends SPS and PPS as an access unit of their own
+// (its own marker) must not produce a unit without a picture; they join the next picture.
+func TestParameterSetsAloneJoinTheNextPicture(t *testing.T) {
+	s := newTestStream(t)
+	aus := [][][]byte{{testSPS, testPPS}, {{0x65, 0x88, 1, 2}}, {{0x41, 0x9a, 3}}, {testSPS, testPPS}, {{0x65, 0x88, 4}}}
+	pkts, pts := packetize(t, aus)
+	units, errs := feed(s, pkts, pts, time.Unix(1700000000, 0))
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if len(units) != 3 {
+		t.Fatalf("%d units, want 3 pictures", len(units))
+	}
+	for i, u := range units {
+		if !s.hasPicture(u.NALUs) {
+			t.Errorf("unit %d has no picture", i)
+		}
+	}
+	if len(units[0].NALUs) != 3 || !bytes.Equal(units[0].NALUs[0], testSPS) || !units[0].RandomAccess {
+		t.Errorf("first unit should be SPS, PPS, IDR: %d NAL units", len(units[0].NALUs))
+	}
+	if len(units[2].NALUs) != 3 {
+		t.Errorf("third unit should carry the parameter sets sent before it: %d NAL units", len(units[2].NALUs))
+	}
+}
