@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -304,7 +306,7 @@ func TestBridgeLiveAndReplay(t *testing.T) {
 	}
 }
 
-func newBridgeAuthz(t *testing.T, log *slog.Logger) *authz.Service {
+func newBridgeAuthz(t testing.TB, log *slog.Logger) *authz.Service {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -597,4 +599,106 @@ func (l *lockedBuffer) String() string {
 func md5hex(s string) string {
 	h := md5.Sum([]byte(s))
 	return hex.EncodeToString(h[:])
+}
+
+// BenchmarkBridgeReplayStart measures playback start latency through the real path: a recording made by
+// the appliance from camsim (2 s segments), replayed by the bridge through the index, the vault and swtpm
+// (with the bridge's key cache): from DESCRIBE to the first RTP packet of a clock-range PLAY at a random
+// recorded second. first-ms is the very first start (the TPM unwraps the segment key).
+func BenchmarkBridgeReplayStart(b *testing.B) {
+	cs := startCamsim(b, 1)
+	data := filepath.Join(b.TempDir(), "data")
+	dev := swtpmtest.Start(b)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	app, err := nvr.New(nvr.Config{DataDir: data, TPM: dev, SegmentDuration: 2 * time.Second,
+		Cameras: []nvr.Camera{{Name: "cam1", URL: "rtsp://" + cs.RTSP + "/cam1", Username: cameraUser, Password: cs.Password, Transport: "tcp"}}}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	waitFor(b, 60*time.Second, "5 closed segments", func() bool { return app.Status()["cam1"].Segments >= 5 })
+	stop()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	tp, err := tpm.Open(dev, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tp.Close()
+	db, err := store.Open(filepath.Join(data, "index.db"), store.Options{Timeout: 5 * time.Second}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	segs, err := db.Segments("cam1", time.Unix(0, 0), time.Now().Add(time.Hour))
+	if err != nil || len(segs) < 5 {
+		b.Fatalf("%d segments, %v", len(segs), err)
+	}
+	az := newBridgeAuthz(b, log)
+	admin := authz.Subject{User: "admin", Via: "session"}
+	_ = az.PutRole(admin, authz.Role{Name: "admins", System: []authz.Action{authz.ManageUsers}}, "bench")
+	_ = az.PutRole(admin, authz.Role{Name: "vms", Cameras: map[string][]authz.Action{"cam1": {authz.Playback}}}, "bench")
+	_ = az.CreateUser(admin, authz.NewUser{Name: "admin", Password: "correct horse battery staple 9", Roles: []string{"admins"}}, "bench")
+	_ = az.CreateUser(admin, authz.NewUser{Name: "vms", Service: true, Roles: []string{"vms"}}, "bench")
+	readyc := make(chan *bridge.Bridge, 1)
+	var addr string
+	bctx, bstop := context.WithCancel(context.Background())
+	bdone := make(chan error, 1)
+	go func() {
+		bdone <- app.RunBridge(bctx, nvr.BridgeConfig{RTSPListen: "127.0.0.1:0", Ready: func(br *bridge.Bridge, rtsp, _ net.Addr) {
+			addr = rtsp.String()
+			readyc <- br
+		}}, az, nil, tp, db)
+	}()
+	defer func() {
+		bstop()
+		<-bdone
+	}()
+	br := <-readyc
+	cred, err := br.IssueCredential(admin, "vms", "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	first, last := segs[0].Start, segs[len(segs)-1].End.Add(-time.Second)
+	span := int64(last.Sub(first) / time.Second)
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		at := first.Add(time.Duration(int64(i)*7919%span)*time.Second + 200*time.Millisecond)
+		t0 := time.Now()
+		c := &gortsplib.Client{Scheme: "rtsp", Host: addr, Protocol: ptr(gortsplib.ProtocolTCP)}
+		if err := c.Start(); err != nil {
+			b.Fatal(err)
+		}
+		u, _ := base.ParseURL(rtspURL("rtsp", addr, "vms", cred, "/cam1/replay"))
+		desc, _, err := c.Describe(u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Setup(desc.BaseURL, desc.Medias[0], 0, 0); err != nil {
+			b.Fatal(err)
+		}
+		got := make(chan struct{})
+		var once sync.Once
+		c.OnPacketRTPAny(func(*description.Media, format.Format, *rtp.Packet) { once.Do(func() { close(got) }) })
+		if _, err := c.Play(&headers.Range{Value: &headers.RangeUTC{Start: at}}); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-got:
+		case <-time.After(10 * time.Second):
+			b.Fatal("no packet")
+		}
+		lat = append(lat, time.Since(t0))
+		c.Close()
+	}
+	b.StopTimer()
+	firstStart := lat[0]
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(firstStart.Microseconds())/1000, "first-ms")
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }

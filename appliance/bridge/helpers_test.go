@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,7 +155,7 @@ type liveFeed struct {
 }
 
 func (l *liveFeed) source(camera string) (<-chan record.LiveFragment, func(), error) {
-	if camera != "cam1" && camera != "cam2" {
+	if !strings.HasPrefix(camera, "cam") {
 		return nil, nil, errors.New("no such camera")
 	}
 	ch := make(chan record.LiveFragment, 8)
@@ -224,6 +225,7 @@ type testEnv struct {
 	rtsp, rtsps string
 	vmsCred     string
 	otherCred   string
+	benchCred   string
 	token       string
 	logs        *lockedBuffer
 }
@@ -250,6 +252,7 @@ func newEnv(t testing.TB, mod func(*Config)) *testEnv {
 	for _, r := range []authz.Role{
 		{Name: "admins", System: []authz.Action{authz.ManageUsers}},
 		{Name: "vms-cam1", Cameras: map[string][]authz.Action{"cam1": {authz.Live, authz.Playback}}},
+		{Name: "bench", Cameras: map[string][]authz.Action{authz.AllCameras: {authz.Live, authz.Playback}}},
 		{Name: "vms-cam2", Cameras: map[string][]authz.Action{"cam2": {authz.Live, authz.Playback}}, MaxRecordingAge: time.Hour},
 	} {
 		if err := az.PutRole(testAdmin, r, "test"); err != nil {
@@ -260,6 +263,7 @@ func newEnv(t testing.TB, mod func(*Config)) *testEnv {
 		{Name: "admin", Password: "correct horse battery staple 9", Roles: []string{"admins"}},
 		{Name: "vms", Service: true, Roles: []string{"vms-cam1"}},
 		{Name: "other", Service: true, Roles: []string{"vms-cam2"}},
+		{Name: "bench", Service: true, Roles: []string{"bench"}},
 	} {
 		if err := az.CreateUser(testAdmin, nu, "test"); err != nil {
 			t.Fatal(err)
@@ -290,6 +294,9 @@ func newEnv(t testing.TB, mod func(*Config)) *testEnv {
 		t.Fatal(err)
 	}
 	if e.otherCred, err = e.b.IssueCredential(testAdmin, "other", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if e.benchCred, err = e.b.IssueCredential(testAdmin, "bench", "test"); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
