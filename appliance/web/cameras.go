@@ -271,7 +271,6 @@ func (p *cameraPages) releases() []camera.Release {
 type rolloutJobs struct {
 	mu   sync.Mutex
 	list []*rolloutJob
-	wg   sync.WaitGroup
 }
 
 const keepRollouts = 16
@@ -313,9 +312,7 @@ func (j *rolloutJobs) start(job *rolloutJob, f func() (camera.RolloutReport, err
 	if len(j.list) > keepRollouts {
 		j.list = j.list[:keepRollouts]
 	}
-	j.wg.Add(1)
 	go func() {
-		defer j.wg.Done()
 		rep, err := f()
 		j.mu.Lock()
 		defer j.mu.Unlock()
@@ -381,9 +378,6 @@ func (j *rolloutJobs) releases() []camera.Release {
 	}
 	return out
 }
-
-// wait blocks until every rollout started from the pages has ended (tests and shutdown).
-func (j *rolloutJobs) wait() { j.wg.Wait() }
 
 func (p *cameraPages) rolloutsAPI(w http.ResponseWriter, r *http.Request, c *caller, _ url.Values) {
 	if _, ok := p.s.decide(w, r, c, authz.Request{Action: authz.ManageCameras}); !ok {
