@@ -85,6 +85,10 @@ func TestDirectoryLogin(t *testing.T) {
 		t.Fatalf("alice (operator) on /users: %d", code)
 	}
 
+	if _, body, _ := e.get(admin, "/users"); !strings.Contains(body, "directory account") {
+		t.Fatal("the users page does not mark alice as a directory account")
+	}
+
 	// The login page offers single sign-on.
 	if _, body, _ := e.get(e.client(""), "/login"); !strings.Contains(body, `href="/login/negotiate"`) {
 		t.Fatal("no single sign-on link")
