@@ -146,7 +146,11 @@ func TestBridgeLiveAndReplay(t *testing.T) {
 	if p.Codec != "h264" || p.Width == 0 || p.Frames < 10 {
 		t.Fatalf("live: ffprobe saw %+v", p)
 	}
-	// The same with gortsplib over RTSPS (digest, SRTP).
+	// ffprobe over RTSPS too.
+	if p := ffprobeURL(t, rtspURL("rtsps", live.rtsps, "vms", vmsCred, "/cam1"), 10); p.Codec != "h264" || p.Frames < 5 {
+		t.Fatalf("live over RTSPS: ffprobe saw %+v", p)
+	}
+	// The same with gortsplib over RTSPS.
 	got := readRTP(t, "rtsps", live.rtsps, "vms", vmsCred, "/cam1", nil, 30)
 	if got.packets < 30 {
 		t.Fatalf("live over RTSPS: %d packets", got.packets)
