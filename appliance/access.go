@@ -166,6 +166,16 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 		return err
 	}
 	az.SetDirectory(dirMgr)
+	// Sessions of users the directory no longer vouches for (disabled, deleted, out of every mapped group)
+	// end within 5 minutes; it stops before authz closes.
+	reval, err := directory.NewRevalidator(directory.RevalidatorConfig{Authz: az, Directory: dirMgr}, a.log.With("part", "directory"))
+	if err != nil {
+		return err
+	}
+	revalCtx, stopReval := context.WithCancel(ctx)
+	revalDone := make(chan error, 1)
+	go func() { revalDone <- reval.Run(revalCtx) }()
+	defer func() { stopReval(); err = errors.Join(err, <-revalDone) }()
 	codes := lcd.NewSetupCodes(az.NeedsSetup, nil)
 	disp, dispDone, err := a.runDisplay(ctx, db, codes)
 	if err != nil {

@@ -207,3 +207,45 @@ func TestDirectoryUsersUnderAuthz(t *testing.T) {
 		t.Fatal("a password reached the audit log")
 	}
 }
+
+// TestRevalidation: a user disabled in the directory loses their live sessions at the next check; a
+// directory that cannot be reached ends nobody's session.
+func TestRevalidation(t *testing.T) {
+	s := dirtest.StartSlapd(t)
+	clk := &stepClock{t: time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)}
+	az, _ := newAuthz(t, clk)
+	m, err := NewManager(ManagerConfig{Path: t.TempDir() + "/directory.json"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Update(ldapSettings(s)); err != nil {
+		t.Fatal(err)
+	}
+	az.SetDirectory(m)
+	for _, u := range []string{"alice", "bob"} {
+		if _, _, err := loginTOTP(t, az, clk, u, dirtest.UserPW, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := NewRevalidator(RevalidatorConfig{Authz: az, Directory: m}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if n := r.Once(ctx); n != 0 {
+		t.Fatalf("ended %d sessions of valid users", n)
+	}
+	s.Replace(t, dirtest.UserDN("bob"), "employeeType", "disabled")
+	if n := r.Once(ctx); n != 1 {
+		t.Fatalf("ended %d sessions, want bob's", n)
+	}
+	for _, sess := range az.Sessions() {
+		if sess.User == "bob" {
+			t.Fatal("bob still has a session")
+		}
+	}
+	s.Stop()
+	if n := r.Once(ctx); n != 0 {
+		t.Fatalf("directory down ended %d sessions", n)
+	}
+}

@@ -459,3 +459,15 @@ func (k *KDC) Kinit(t testing.TB, user, password string) string {
 	}
 	return cc
 }
+
+// Replace sets attr of the entry dn to values (as the root DN).
+func (s *Slapd) Replace(t testing.TB, dn, attr string, values ...string) {
+	t.Helper()
+	c := s.Admin(t)
+	defer c.Close()
+	m := ldap.NewModifyRequest(dn, nil)
+	m.Replace(attr, values)
+	if err := c.Modify(m); err != nil {
+		t.Fatalf("modify %s: %v", dn, err)
+	}
+}
