@@ -125,7 +125,7 @@ func (a *authenticator) authenticate(req *base.Request, secure bool, ip string) 
 			a.fails.success(ip)
 			return sub, nil
 		}
-		want, serial, ok := a.creds.secret(h.Username)
+		want, serial, ok := a.credential(h.Username)
 		if !ok || subtle.ConstantTimeCompare([]byte(h.BasicPass), []byte(want)) != 1 {
 			return a.failed(a.known(h.Username), ip, "wrong bridge credential")
 		}
@@ -150,7 +150,7 @@ func (a *authenticator) authenticate(req *base.Request, secure bool, ip string) 
 		default:
 			return a.failed(a.known(h.Username), ip, "unknown digest algorithm")
 		}
-		secret, serial, ok := a.creds.secret(h.Username)
+		secret, serial, ok := a.credential(h.Username)
 		if !ok {
 			return a.failed(a.known(h.Username), ip, "no bridge credential")
 		}
@@ -164,6 +164,15 @@ func (a *authenticator) authenticate(req *base.Request, secure bool, ip string) 
 	default:
 		return a.failed(authz.Subject{}, ip, "unknown authentication method")
 	}
+}
+
+// credential returns the bridge credential of an enabled service account.
+func (a *authenticator) credential(user string) (string, uint64, bool) {
+	u, err := a.az.User(user)
+	if err != nil || !u.Service || u.Disabled {
+		return "", 0, false
+	}
+	return a.creds.secret(user, u.Created)
 }
 
 // credSubject is the subject of a bridge credential: a service account acting through a token-like secret.

@@ -246,7 +246,7 @@ func (b *Bridge) IssueCredential(by authz.Subject, user, source string) (string,
 	if !u.Service {
 		return "", fmt.Errorf("bridge credential for %s: not a service account (interactive logins need a second factor)", user)
 	}
-	secret, info, err := b.cfg.Credentials.issue(user)
+	secret, info, err := b.cfg.Credentials.issue(user, u.Created)
 	if err != nil {
 		return "", err
 	}

@@ -393,6 +393,28 @@ func TestRefusals(t *testing.T) {
 		t.Fatalf("nonce from another address: %+v", res2)
 	}
 
+	// A disabled account's credential stops working; so does a deleted one's, even for a new account of
+	// the same name.
+	if err := e.az.UpdateUser(testAdmin, "other", []string{"vms-cam2"}, false, true, "test"); err != nil {
+		t.Fatal(err)
+	}
+	rc3 := dialRTSP(t, e.rtsp, false, "127.0.0.6")
+	res, _ = rc3.do(base.Describe, "/cam2", nil)
+	if res3, _ := rc3.do(base.Describe, "/cam2", base.Header{"Authorization": base.HeaderValue{digest(t, res, base.Describe, rc3.url("/cam2"), "other", e.otherCred)}}); res3 == nil || res3.StatusCode != base.StatusUnauthorized {
+		t.Fatalf("disabled account: %+v", res3)
+	}
+	if err := e.az.DeleteUser(testAdmin, "other", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.az.CreateUser(testAdmin, authz.NewUser{Name: "other", Service: true, Roles: []string{"vms-cam2"}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	rc4 := dialRTSP(t, e.rtsp, false, "127.0.0.6")
+	res, _ = rc4.do(base.Describe, "/cam2", nil)
+	if res4, _ := rc4.do(base.Describe, "/cam2", base.Header{"Authorization": base.HeaderValue{digest(t, res, base.Describe, rc4.url("/cam2"), "other", e.otherCred)}}); res4 == nil || res4.StatusCode != base.StatusUnauthorized {
+		t.Fatalf("a new account of the same name with the old credential: %+v", res4)
+	}
+
 	// The audit log: anonymous and refused requests are there, as decisions.
 	entries, err := e.az.AuditEntries(authz.AuditFilter{Limit: 1000})
 	if err != nil {

@@ -141,13 +141,15 @@ func loadKey(path string, sealer Sealer, rnd io.Reader) ([]byte, error) {
 	return k, nil
 }
 
-// derive computes the credential of user at serial.
-func (c *Credentials) derive(user string, serial uint64) string {
+// derive computes the credential of user at serial. The account's creation time is bound in, so an account
+// deleted and created again under the same name does not inherit the old account's credential.
+func (c *Credentials) derive(user string, created time.Time, serial uint64) string {
 	m := hmac.New(sha256.New, c.key)
 	m.Write([]byte("nvr bridge credential v1\x00"))
 	m.Write([]byte(user))
-	var n [9]byte
-	binary.BigEndian.PutUint64(n[1:], serial)
+	var n [17]byte
+	binary.BigEndian.PutUint64(n[1:9], serial)
+	binary.BigEndian.PutUint64(n[9:], uint64(created.UnixNano()))
 	m.Write(n[:])
 	return keyPrefix + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:24])
 }
@@ -165,8 +167,9 @@ func (c *Credentials) mac(parts ...[]byte) []byte {
 	return m.Sum(nil)
 }
 
-// issue creates (or replaces) user's credential and returns it. It is shown once; only the serial is stored.
-func (c *Credentials) issue(user string) (string, CredentialInfo, error) {
+// issue creates (or replaces) the credential of user (an account created at created) and returns it. It is
+// shown once; only the serial is stored.
+func (c *Credentials) issue(user string, created time.Time) (string, CredentialInfo, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := c.recs[user]
@@ -183,7 +186,7 @@ func (c *Credentials) issue(user string) (string, CredentialInfo, error) {
 		}
 		return "", CredentialInfo{}, err
 	}
-	return c.derive(user, r.Serial), r, nil
+	return c.derive(user, created, r.Serial), r, nil
 }
 
 // revoke deletes user's credential.
@@ -202,15 +205,15 @@ func (c *Credentials) revoke(user string) error {
 	return nil
 }
 
-// secret returns user's current credential and its serial.
-func (c *Credentials) secret(user string) (string, uint64, bool) {
+// secret returns the current credential of user (an account created at created) and its serial.
+func (c *Credentials) secret(user string, created time.Time) (string, uint64, bool) {
 	c.mu.Lock()
 	r, ok := c.recs[user]
 	c.mu.Unlock()
 	if !ok {
 		return "", 0, false
 	}
-	return c.derive(user, r.Serial), r.Serial, true
+	return c.derive(user, created, r.Serial), r.Serial, true
 }
 
 // List returns the issued credentials without secrets, by user.

@@ -40,7 +40,8 @@ func TestCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s1, info, err := c.issue("vms")
+	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s1, info, err := c.issue("vms", created)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, _, ok := c2.secret("vms"); !ok || got != s1 {
+	if got, _, ok := c2.secret("vms", created); !ok || got != s1 {
 		t.Fatal("the credential changed across a restart")
 	}
 	if _, err := OpenCredentials(dir, nil, nil, nil); err == nil {
@@ -75,17 +76,20 @@ func TestCredentials(t *testing.T) {
 	if _, err := OpenCredentials(dir, xorSealer{fail: true}, nil, nil); err == nil {
 		t.Fatal("a key opened though unsealing failed")
 	}
-	s2, info, err := c2.issue("vms")
+	s2, info, err := c2.issue("vms", created)
 	if err != nil || info.Serial != 2 || s2 == s1 {
 		t.Fatalf("rotation: serial %d, same secret %v, %v", info.Serial, s2 == s1, err)
 	}
-	if other, _, _ := c2.issue("other"); other == s2 {
+	if other, _, _ := c2.issue("other", created); other == s2 {
 		t.Fatal("two accounts share a credential")
+	}
+	if again, _, _ := c2.secret("vms", created.Add(time.Second)); again == s2 {
+		t.Fatal("an account created again under the same name inherits the credential")
 	}
 	if err := c2.revoke("vms"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ok := c2.secret("vms"); ok {
+	if _, _, ok := c2.secret("vms", created); ok {
 		t.Fatal("a revoked credential still verifies")
 	}
 	if err := c2.revoke("vms"); !errors.Is(err, ErrNoCredential) {
@@ -99,7 +103,7 @@ func TestCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, _, _ := c3.issue("other"); s == s2 {
+	if s, _, _ := c3.issue("other", created); s == s2 {
 		t.Fatal("two appliances derive the same credential")
 	}
 }
