@@ -155,17 +155,17 @@ func (h *handler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Respons
 		return status(base.StatusAggregateOperationNotAllowed), nil, nil
 	}
 	b := h.s.b
-	if b.nsess.Load() >= int64(b.cfg.MaxSessions) {
+	if !b.takeSession() {
 		return status(base.StatusServiceUnavailable), nil, nil
 	}
 	ss := &sessionState{sub: sub, target: t}
 	if !t.replay {
 		ls, err := b.live.get(h.s, t.camera)
 		if err != nil || !ls.acquire() {
+			b.nsess.Add(-1)
 			return status(base.StatusNotFound), nil, nil
 		}
 		ss.live = ls
-		b.nsess.Add(1)
 		ctx.Session.SetUserData(ss)
 		return status(base.StatusOK), ls.stream, nil
 	}
@@ -182,16 +182,30 @@ func (h *handler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Respons
 		// SETUP without DESCRIBE on this connection: describe from the URL's start.
 		q, _, qerr := queryRange(ctx.Query)
 		if qerr != nil {
+			b.nsess.Add(-1)
 			return status(base.StatusBadRequest), nil, nil
 		}
 		if rp, err = b.newReplay(h.s, t.camera, q); err != nil {
+			b.nsess.Add(-1)
 			return status(base.StatusNotFound), nil, nil
 		}
 	}
 	ss.replay = rp
-	b.nsess.Add(1)
 	ctx.Session.SetUserData(ss)
 	return status(base.StatusOK), rp.stream, nil
+}
+
+// takeSession counts a new session if fewer than MaxSessions are open.
+func (b *Bridge) takeSession() bool {
+	for {
+		n := b.nsess.Load()
+		if n >= int64(b.cfg.MaxSessions) {
+			return false
+		}
+		if b.nsess.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // OnPlay implements gortsplib.ServerHandlerOnPlay.

@@ -148,3 +148,30 @@ func TestConnectionLimits(t *testing.T) {
 		t.Fatalf("%d held connections grew the heap by %d bytes", per, grown)
 	}
 }
+
+// TestSessionLimit: SETUP beyond MaxSessions is refused with 503, and the slot comes back when a session
+// ends.
+func TestSessionLimit(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxSessions = 1 })
+	start := time.Now().Add(-time.Minute).Truncate(time.Second)
+	e.rec.addSegments(t, "cam1", start, 10, 5)
+	path := "/cam1/replay?start=" + formatClock(start)
+	first := dialRTSP(t, e.rtsp, false, "")
+	setupRaw(t, first, e, path)
+	second := dialRTSP(t, e.rtsp, false, "")
+	res, _ := second.do(base.Describe, path, nil)
+	res, _ = second.do(base.Describe, path, base.Header{"Authorization": base.HeaderValue{digest(t, res, base.Describe, second.url(path), "vms", e.vmsCred)}})
+	if res == nil || res.StatusCode != base.StatusOK {
+		t.Fatalf("DESCRIBE: %+v", res)
+	}
+	track := "/cam1/replay/trackID=0?start=" + formatClock(start)
+	res, _ = second.do(base.Setup, track, base.Header{"Transport": base.HeaderValue{"RTP/AVP/TCP;unicast;interleaved=0-1"},
+		"Authorization": base.HeaderValue{second.lastAuth(t, e, base.Setup, track)}})
+	if res == nil || res.StatusCode != base.StatusServiceUnavailable {
+		t.Fatalf("SETUP over the limit: %+v", res)
+	}
+	first.c.Close()
+	waitFor(t, 10*time.Second, "the session slot back", func() bool { return e.b.Stats().Sessions == 0 })
+	third := dialRTSP(t, e.rtsp, false, "")
+	setupRaw(t, third, e, path)
+}
