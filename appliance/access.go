@@ -217,8 +217,12 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 	azDone := make(chan error, 1)
 	azCtx, stopAz := context.WithCancel(context.Background())
 	go func() { azDone <- az.Run(azCtx) }()
-	werr := srv.Run(ctx) // stops accepting when ctx ends
-	stopAz()             // then the final audit checkpoint
+	// The RTSP(S) bridge for external systems lives beside the web server: it shares its accounts (authz)
+	// and its TPM-held TLS key.
+	bridgeDone := make(chan error, 1)
+	go func() { bridgeDone <- a.RunBridge(ctx, a.cfg.Bridge, az, srv.TLSConfig(), dev, db) }()
+	werr := errors.Join(srv.Run(ctx), <-bridgeDone) // both stop accepting when ctx ends
+	stopAz()                                        // then the final audit checkpoint
 	return errors.Join(werr, <-azDone)
 }
 

@@ -63,6 +63,9 @@ type Config struct {
 	// WebListen is the HTTPS address of the web pages and API, such as 127.0.0.1:8443. Empty: no web server
 	// (and no local display).
 	WebListen string
+	// Bridge is the RTSP(S) bridge for external systems; off when both listeners are empty. It runs with the
+	// web server (whose accounts and TLS key it shares).
+	Bridge BridgeConfig
 	// Board is the hardware profile: its display and buttons show status and the first-boot setup code.
 	Board board.Profile
 	// Console is where a console display writes (default standard error).

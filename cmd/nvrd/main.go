@@ -89,6 +89,9 @@ func run(args []string) error {
 	netState := fs.String("net-state", "", "state of the camera network (leases, camera CA); default DATA/net")
 	netRuntime := fs.String("net-runtime", "/run/nvr/net", "hostapd and wpa_supplicant runtime files")
 	plainHTTP := fs.Bool("allow-plain-http-cameras", false, "allow adopting cameras without HTTPS (their new password crosses the camera network in clear)")
+	bridgeRTSP := fs.String("bridge-rtsp", "", "plain RTSP address of the bridge for external systems (digest only), e.g. :554; empty: none")
+	bridgeRTSPS := fs.String("bridge-rtsps", "", "RTSPS address of the bridge for external systems, e.g. :322; empty: none")
+	bridgeRealm := fs.String("bridge-realm", "", "digest realm of the bridge (default \"Edge NVR bridge\")")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for benchmarks)")
@@ -164,6 +167,7 @@ func run(args []string) error {
 	}
 	a, err := appliance.New(appliance.Config{
 		Network:               network,
+		Bridge:                appliance.BridgeConfig{RTSPListen: *bridgeRTSP, RTSPSListen: *bridgeRTSPS, Realm: *bridgeRealm},
 		WebListen:             *listen,
 		Board:                 prof,
 		CameraInterface:       *cameraIface,
