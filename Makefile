@@ -35,12 +35,14 @@ test: deps clips fmt-check vet build
 # Benchmarks: every package's micro-benchmarks, then the whole-daemon ones in e2e (nvrd recording 1, 16 and
 # 64 cameras: CPU per recorded GB, CPU % and RSS per camera). Figures are quoted in README.md.
 bench: deps clips build
-	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v -e /e2e -e /appliance/camera -e /appliance/authz -e /appliance/evidence -e /update)
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v -e /e2e -e /appliance/camera -e /appliance/authz -e /appliance/evidence -e /update -e /appliance/playback)
 	$(GO) test -run '^$$' -bench Login -benchtime 20x ./appliance/authz/
 	$(GO) test -run '^$$' -bench 'Decide|AuditAppend' -benchtime 2s ./appliance/authz/
 	$(GO) test -run '^$$' -bench . -benchtime 3x -benchmem ./appliance/camera/
 	$(GO) test -run '^$$' -bench 'Export|Verify|ReadFile|SignaturesPerHour' -benchtime 3x ./appliance/evidence/
 	$(GO) test -run '^$$' -bench DownloadInstall -benchtime 3x ./update/
+	$(GO) test -run '^$$' -bench 'IndexOpen|Seek|PlaybackStreams' -benchtime 100x -timeout 30m ./appliance/playback/
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./appliance/authz/directory/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./e2e/
 
 # Runs every fuzz target for FUZZTIME, starting from the committed corpora.
