@@ -173,13 +173,13 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 		default:
 		}
 	}
-	ret := store.NewRetention(db, a.cfg.DataDir, a.cfg.Retention, nil, nil, a.log.With("part", "retention"))
+	ret := newRetainer(a, db)
 
 	// Pipelines stop first; retention and the checkpoint signer keep running until every segment is sealed.
 	retCtx, stopRet := context.WithCancel(context.Background())
 	defer stopRet()
 	retDone := make(chan error, 1)
-	go func() { retDone <- a.retention(retCtx, ret, kick) }()
+	go func() { retDone <- ret.run(retCtx, a.cfg.RetentionEvery, kick) }()
 
 	pl := newPipelines(ctx, a.log, &a.cfg, vaultKey, db, needSpace, func(s store.Segment) {
 		logSegment(a.log, s)
@@ -249,27 +249,6 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 	cerr := <-ckDone
 	a.log.Info("stopped")
 	return errors.Join(werr, rerr, cerr)
-}
-
-// retention runs a retention pass on a timer and whenever a recorder ran out of space.
-func (a *Appliance) retention(ctx context.Context, ret *store.Retention, kick <-chan struct{}) error {
-	t := time.NewTicker(a.cfg.RetentionEvery)
-	defer t.Stop()
-	for {
-		res, err := ret.RunOnce(time.Now())
-		if err != nil {
-			a.log.Error("retention pass failed", "err", err)
-		} else if res.AgeDeleted+res.SpaceDeleted > 0 || res.SpaceShort {
-			a.log.Info("retention", "age_deleted", res.AgeDeleted, "space_deleted", res.SpaceDeleted,
-				"freed_bytes", res.FreedBytes, "space_short", res.SpaceShort)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-kick:
-		}
-	}
 }
 
 // Status returns each recording camera's status.
