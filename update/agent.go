@@ -186,12 +186,14 @@ func (a *Agent) CheckAndInstall(ctx context.Context) (Target, error) {
 	if err != nil {
 		return t, fmt.Errorf("slot status: %w", err)
 	}
+	bootID, err := a.cfg.BootID()
+	if err != nil {
+		return t, fmt.Errorf("boot id: %w", err)
+	}
 	if err := a.cfg.Installer.Install(ctx, path); err != nil {
 		return t, fmt.Errorf("install %s: %w", t.Version, err)
 	}
-	if err := a.recordInstall(t, st.Booted); err != nil {
-		return t, err
-	}
+	a.recordInstall(t, st.Booted, bootID)
 	a.log.Info("firmware installed into the inactive slot; it boots on trial next", "version", t.Version,
 		"took", a.cfg.Now().Sub(start).Round(time.Millisecond))
 	if a.cfg.Installed != nil {

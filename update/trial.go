@@ -92,18 +92,15 @@ func writeRecord(name string, v any) error {
 	return nil
 }
 
-// recordInstall notes that t was installed while bootname was running, in this boot.
-func (a *Agent) recordInstall(t Target, bootname string) error {
-	id, err := a.cfg.BootID()
-	if err != nil {
-		return fmt.Errorf("boot id: %w", err)
-	}
-	r := installRecord{Version: t.Version, From: bootname, BootID: id}
-	if err := writeRecord(a.installFile(), r); err != nil {
-		return err
-	}
+// recordInstall notes that t was installed while bootname was running, in boot bootID. The install has
+// happened whatever becomes of the record: a record that cannot be written is logged, and only costs the
+// memory of a failed trial of this version.
+func (a *Agent) recordInstall(t Target, bootname, bootID string) {
+	r := installRecord{Version: t.Version, From: bootname, BootID: bootID}
 	a.pending = &r
-	return nil
+	if err := writeRecord(a.installFile(), r); err != nil {
+		a.log.Error("install record not written; a failed trial of this version would not be remembered", "version", t.Version, "err", err)
+	}
 }
 
 // reconcileInstall reads the install record at start: a reboot still pending, a trial of the installed

@@ -19,8 +19,8 @@ import (
 
 // updateFlags are nvrd's flags for the firmware update agent. The agent is off while -update-repo is empty.
 type updateFlags struct {
-	repo, root, state, release *string
-	interval, confirmAfter     *time.Duration
+	repo, root, state, release, bootID *string
+	interval, confirmAfter             *time.Duration
 }
 
 func addUpdateFlags(fs *flag.FlagSet) *updateFlags {
@@ -29,6 +29,7 @@ func addUpdateFlags(fs *flag.FlagSet) *updateFlags {
 		root:    fs.String("update-root", "/etc/nvr/root.json", "the trusted TUF root metadata shipped in the image"),
 		state:   fs.String("update-state", "/var/lib/nvr/update", "update state: newest trusted metadata, downloaded bundle, install record"),
 		release: fs.String("update-release", "/etc/nvr-release", "file naming the running firmware version (NVR_VERSION=MAJOR.MINOR.PATCH)"),
+		bootID:  fs.String("update-boot-id", "", "id of the running boot (the unit passes systemd's %b; default: read from /proc)"),
 		interval: fs.Duration("update-interval", time.Hour,
 			"how often to ask the fleet server for newer firmware"),
 		confirmAfter: fs.Duration("update-confirm-after", 2*time.Minute,
@@ -84,6 +85,7 @@ func newUpdateAgent(f *updateFlags, prof board.Profile, ready func() bool,
 			Current:       current,
 		},
 		Installer:  update.RAUC{},
+		BootID:     bootID(*f.bootID),
 		Bootloader: boot,
 		Compatible: prof.Boot.Compatible,
 		Healthy:    healthGate(ready, healthy),
@@ -126,6 +128,15 @@ func runUpdate(ctx context.Context, agent *update.Agent, log *slog.Logger, after
 		case <-after(30 * time.Second):
 		}
 	}
+}
+
+// bootID returns the boot id the unit passed; nil lets the agent read the kernel's (nvrd's sandbox hides
+// /proc/sys, so the image passes it).
+func bootID(id string) func() (string, error) {
+	if id == "" {
+		return nil
+	}
+	return func() (string, error) { return id, nil }
 }
 
 // rebootRequest is the file whose appearance makes the image's nvr-reboot.path reboot the machine:
