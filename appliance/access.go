@@ -147,6 +147,10 @@ func (m webMetrics) Metrics() []web.Metric {
 // runAccess runs the access-control service, the HTTPS server and the local display (which shows the
 // first-boot setup code) until ctx ends.
 func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, ev *Evidence) (err error) {
+	// Everything started here stops when this returns, whatever the reason (a web server that could not
+	// listen included), not only when the appliance stops.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	tlsKey, err := dev.TLSKey()
 	if err != nil {
 		return fmt.Errorf("tls key: %w", err)
@@ -181,7 +185,7 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, dispDone()) }()
+	defer func() { cancel(); err = errors.Join(err, dispDone()) }()
 	pb, err := playback.New(playback.Config{DataDir: a.cfg.DataDir, Index: db, Keys: dev}, a.log.With("part", "playback"))
 	if err != nil {
 		return err
@@ -209,7 +213,12 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 			codes.Offer(code, exp)
 			disp.Refresh()
 		},
-		Ready: func(addr net.Addr) { a.log.Info("web server listening", "url", "https://"+addr.String()+"/") },
+		Ready: func(addr net.Addr) {
+			a.log.Info("web server listening", "url", "https://"+addr.String()+"/")
+			if a.webListening != nil {
+				a.webListening()
+			}
+		},
 	}, a.log.With("part", "web"))
 	if err != nil {
 		return err
@@ -221,8 +230,10 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 	// and its TPM-held TLS key.
 	bridgeDone := make(chan error, 1)
 	go func() { bridgeDone <- a.RunBridge(ctx, a.cfg.Bridge, az, srv.TLSConfig(), dev, db) }()
-	werr := errors.Join(srv.Run(ctx), <-bridgeDone) // both stop accepting when ctx ends
-	stopAz()                                        // then the final audit checkpoint
+	werr := srv.Run(ctx) // stops accepting when ctx ends
+	cancel()             // a web server that stopped by itself takes the bridge with it
+	werr = errors.Join(werr, <-bridgeDone)
+	stopAz() // then the final audit checkpoint
 	return errors.Join(werr, <-azDone)
 }
 

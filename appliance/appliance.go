@@ -80,6 +80,9 @@ type Appliance struct {
 	cfg Config
 	log *slog.Logger
 
+	// webListening is called once the web server accepts connections.
+	webListening func()
+
 	mu     sync.Mutex
 	pl     *pipelines
 	fleet  *cameraFleet
@@ -219,9 +222,12 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 	go func() { fleetDone <- fleet.run(fleetCtx) }()
 
 	webDone := make(chan error, 1)
+	webUp := make(chan struct{})
 	if a.cfg.WebListen != "" {
 		webCtx, stopWeb := context.WithCancel(ctx)
 		defer stopWeb()
+		var once sync.Once
+		a.webListening = func() { once.Do(func() { close(webUp) }) }
 		go func() {
 			err := a.runAccess(webCtx, dev, db, ev)
 			if err != nil && webCtx.Err() == nil {
@@ -230,14 +236,31 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 			webDone <- err
 		}()
 	} else {
+		close(webUp)
 		webDone <- nil
 	}
 
 	a.log.Info("recording", "cameras", len(a.cfg.Cameras)+len(fleet.m.Cameras()), "data", a.cfg.DataDir)
-	if a.cfg.Ready != nil {
-		a.cfg.Ready()
+	// Ready means storage, the TPM, the pipelines and the web pages are up. A web server that cannot start
+	// (its address taken) is a configuration error: the daemon stops and says so.
+	var startErr error
+	select {
+	case <-webUp:
+		if a.cfg.Ready != nil {
+			a.cfg.Ready()
+		}
+		<-ctx.Done()
+	case werr := <-webDone:
+		webDone <- werr // for the shutdown below
+		if ctx.Err() == nil {
+			startErr = errors.New("web server could not start")
+			if werr != nil {
+				startErr = fmt.Errorf("web server could not start: %w", werr)
+			}
+			a.log.Error("stopping", "err", startErr)
+		}
+	case <-ctx.Done():
 	}
-	<-ctx.Done()
 	a.log.Info("stopping: closing segments")
 	stopFleet()
 	ferr := <-fleetDone
@@ -248,7 +271,7 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 	stopCk()
 	cerr := <-ckDone
 	a.log.Info("stopped")
-	return errors.Join(werr, rerr, cerr)
+	return errors.Join(startErr, werr, rerr, cerr)
 }
 
 // Status returns each recording camera's status.

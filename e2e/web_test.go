@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/tls"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -62,5 +63,26 @@ func TestDaemonServesSetupPage(t *testing.T) {
 		if strings.HasPrefix(line, "{") && strings.Contains(line, setup) {
 			t.Fatalf("the setup code is in a log record: %s", line)
 		}
+	}
+}
+
+// TestDaemonStopsWhenWebCannotStart: an HTTPS address that is taken is a configuration error the daemon
+// reports by stopping (it never claims to be ready without its pages).
+func TestDaemonStopsWhenWebCannotStart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a := newAppliance(t, "", nil, "")
+	args := append(append([]string(nil), a.args...), "-listen", l.Addr().String())
+	p := start(t, command(t, "nvrd"), args...)
+	select {
+	case <-p.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("nvrd still running with its web address taken:\n%s", tail(p.output(), 3000))
+	}
+	if p.err == nil || !strings.Contains(p.output(), "web server could not start") {
+		t.Fatalf("nvrd exit %v, want a failure naming the web server:\n%s", p.err, tail(p.output(), 3000))
 	}
 }
