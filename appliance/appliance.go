@@ -244,13 +244,17 @@ func (a *Appliance) Run(ctx context.Context) (err error) {
 	// Ready means storage, the TPM, the pipelines and the web pages are up. A web server that cannot start
 	// (its address taken) is a configuration error: the daemon stops and says so.
 	var startErr error
+	webFailed := (<-chan error)(webDone)
+	if a.cfg.WebListen == "" {
+		webFailed = nil // no web server: nothing can fail to start
+	}
 	select {
 	case <-webUp:
 		if a.cfg.Ready != nil {
 			a.cfg.Ready()
 		}
 		<-ctx.Done()
-	case werr := <-webDone:
+	case werr := <-webFailed:
 		webDone <- werr // for the shutdown below
 		if ctx.Err() == nil {
 			startErr = errors.New("web server could not start")
