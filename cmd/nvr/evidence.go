@@ -19,7 +19,6 @@ import (
 	"github.com/edgenvr/nvr/appliance/evidence"
 	"github.com/edgenvr/nvr/appliance/store"
 	"github.com/edgenvr/nvr/internal/cli"
-	"github.com/edgenvr/nvr/tpm"
 )
 
 const evidenceUsage = `  nvr export -evidence -data DIR -tpm DEVICE -camera NAME -from TIME -to TIME -user NAME -reason TEXT
@@ -106,16 +105,11 @@ func evidenceExport(args []string, stdout, stderr io.Writer) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	db, err := openIndex(*dataDir)
+	db, dev, closeAll, err := openStopped(*dataDir, *tpmDev, log)
 	if err != nil {
 		return 1, err
 	}
-	defer db.Close()
-	dev, err := tpm.Open(*tpmDev, log)
-	if err != nil {
-		return 1, err
-	}
-	defer dev.Close()
+	defer closeAll()
 	ev, err := appliance.OpenEvidence(*dataDir, dev, db, 0, log)
 	if err != nil {
 		return 1, err

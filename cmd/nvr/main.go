@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -81,6 +82,21 @@ func openIndex(dataDir string) (*store.DB, error) {
 	return db, nil
 }
 
+// openStopped opens a stopped appliance's index and its TPM, for the commands that read recordings. close
+// releases both.
+func openStopped(dataDir, tpmDev string, log *slog.Logger) (*store.DB, *tpm.TPM, func(), error) {
+	db, err := openIndex(dataDir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	dev, err := tpm.Open(tpmDev, log)
+	if err != nil {
+		db.Close()
+		return nil, nil, nil, err
+	}
+	return db, dev, func() { dev.Close(); db.Close() }, nil
+}
+
 func export(args []string, stdout, stderr io.Writer) (int, error) {
 	fs := flag.NewFlagSet("nvr export", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -109,16 +125,11 @@ func export(args []string, stdout, stderr io.Writer) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	db, err := openIndex(*dataDir)
+	db, dev, closeAll, err := openStopped(*dataDir, *tpmDev, log)
 	if err != nil {
 		return 1, err
 	}
-	defer db.Close()
-	dev, err := tpm.Open(*tpmDev, log)
-	if err != nil {
-		return 1, err
-	}
-	defer dev.Close()
+	defer closeAll()
 
 	// Write beside the target and rename when complete, so a failed export leaves no partial file.
 	tmp, err := os.CreateTemp(filepath.Dir(*out), ".export-*.mp4")
