@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -333,5 +334,43 @@ func TestLiveSubscribers(t *testing.T) {
 	}
 	if err := f.rec.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSegmentThatCannotBeCreated makes segment creation fail (the day's directory cannot be made, as on a
+// full disk) and checks that no record is left without its file, and that recording resumes once the
+// directory can be made.
+func TestSegmentThatCannotBeCreated(t *testing.T) {
+	f := newFixture(t, Config{SegmentDuration: 2 * time.Second})
+	wall := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	blocker := filepath.Join(f.dir, "rec", "cam1", "2026-11-23")
+	if err := os.MkdirAll(filepath.Dir(blocker), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	feed(f.rec, 1, params1, wall, 0, 100, 25)
+	if segs := segments(t, f.db); len(segs) != 0 {
+		t.Fatalf("%d records after every creation failed, want none: %+v", len(segs), segs)
+	}
+	if st := f.rec.Status(); st.WriteErrs == 0 {
+		t.Error("creation failures not counted")
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	feed(f.rec, 1, params1, wall, 100, 100, 25)
+	if err := f.rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs := segments(t, f.db)
+	if len(segs) == 0 {
+		t.Fatal("nothing recorded once the directory could be made")
+	}
+	for _, s := range segs {
+		if _, err := os.Stat(filepath.Join(f.dir, s.Path)); err != nil {
+			t.Errorf("segment %x: %v", s.ID, err)
+		}
 	}
 }

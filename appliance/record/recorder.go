@@ -32,6 +32,7 @@ import (
 type Index interface {
 	BeginSegment(store.Segment) error
 	CloseSegment(store.Segment) error
+	DeleteSegment(id [16]byte) error
 }
 
 // Config describes the recording of one camera.
@@ -280,10 +281,11 @@ func (r *Recorder) openSegment(start int64) error {
 		InitHash:  rec.InitHash,
 	}, r.cfg.VaultKey, r.cfg.Rand)
 	if err != nil {
-		// The record stays open with no file; recovery at the next start removes it. Close it now if we can.
-		rec.State = store.StateRecovered
-		if cerr := r.cfg.Index.CloseSegment(rec); cerr != nil {
-			r.log.Error("closing the record of a segment that could not be created", "err", cerr)
+		// Create leaves no file behind, so the record must go too: a final record without its file is
+		// exactly what fsck and playback call a lost segment. If the index cannot delete it now (a full
+		// disk fails index writes as well), the record stays open and recovery at the next start removes it.
+		if derr := r.cfg.Index.DeleteSegment(id); derr != nil {
+			r.log.Error("removing the record of a segment that could not be created", "err", derr)
 		}
 		return fmt.Errorf("create segment: %w", err)
 	}
