@@ -156,7 +156,7 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 		return fmt.Errorf("tls key: %w", err)
 	}
 	defer func() { err = errors.Join(err, tlsKey.Close()) }()
-	az, err := authz.New(authz.Config{DataDir: a.cfg.DataDir, Signer: ev.LogKey, Sealer: dev,
+	az, err := authz.New(authz.Config{DataDir: a.cfg.DataDir, Signer: ev.LogKey, Anchor: ev.AuditAnchor(a.log.With("part", "audit")), Sealer: dev,
 		RPID: "localhost", RPOrigins: []string{"https://" + webOrigin(a.cfg.WebListen)}}, a.log.With("part", "authz"))
 	if err != nil {
 		return err

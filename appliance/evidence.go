@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/edgenvr/nvr/appliance/authz"
 	"github.com/edgenvr/nvr/appliance/evidence"
 	"github.com/edgenvr/nvr/appliance/store"
 	"github.com/edgenvr/nvr/appliance/vault"
@@ -237,6 +239,64 @@ func (r Recordings) CameraURL(camera string) string {
 		return ""
 	}
 	return c.URL
+}
+
+// AuditAnchor returns the audit log's anchor (authz.Config.Anchor): each audit checkpoint appends the audit
+// chain head to the evidence log as an audit leaf, which the log's next TPM-signed checkpoint (every few
+// seconds) covers; no TPM signature per audit checkpoint.
+//
+// When the evidence log cannot take the leaf (the index fails: a full or failing disk), the audit log does
+// not stop and does not go unprotected: the anchor falls back to a checkpoint signed by the same TPM log key
+// and written into the audit log itself (what the audit log did before the evidence log existed), logs the
+// failure, and the next anchor that succeeds covers everything before it, the fallback period included.
+// Access control keeps working: refusing every login and live view because the index is sick would blind
+// the operators exactly when something is wrong, and no audit entry is lost or left unsigned either way.
+// `nvr audit verify` says which entries are covered by what.
+func (ev *Evidence) AuditAnchor(log *slog.Logger) authz.Anchor {
+	return &auditAnchor{lg: ev.Log, fallback: authz.SignerAnchor{Signer: ev.LogKey}, log: log}
+}
+
+type auditAnchor struct {
+	lg       *evidence.Log
+	fallback authz.Anchor
+	log      *slog.Logger
+	checked  bool // the first anchor compared the audit log with the last one
+}
+
+// Anchor implements authz.Anchor. It is called under the audit log's lock, so never concurrently.
+func (a *auditAnchor) Anchor(size uint64, head string, t time.Time) (*authz.Checkpoint, error) {
+	h, err := hex.DecodeString(head)
+	if err != nil || len(h) != 32 {
+		return nil, fmt.Errorf("audit anchor: head %.16q is not a SHA-256", head)
+	}
+	if !a.checked {
+		a.checked = true
+		a.checkContinues(size)
+	}
+	idx, err := a.lg.AppendAudit(size, [32]byte(h), t)
+	if err == nil {
+		a.log.Debug("audit anchored in the evidence log", "entries", size, "leaf", idx)
+		return nil, nil
+	}
+	a.log.Error("the evidence log could not anchor the audit log; signing a checkpoint into the audit log instead", "entries", size, "err", err)
+	cp, ferr := a.fallback.Anchor(size, head, t)
+	if ferr != nil {
+		return nil, errors.Join(err, ferr)
+	}
+	return cp, nil
+}
+
+// checkContinues warns, loudly, when the audit log holds fewer entries than the evidence log last anchored:
+// it was truncated or replaced while the appliance was stopped. (`nvr audit verify` proves which entries.)
+func (a *auditAnchor) checkContinues(size uint64) {
+	last, idx, ok, err := a.lg.LastAudit()
+	switch {
+	case err != nil:
+		a.log.Error("reading the last audit anchor", "err", err)
+	case ok && last.Size > size:
+		a.log.Error("the audit log is shorter than the evidence log last anchored: it was truncated or replaced; run nvr audit verify",
+			"anchored_entries", last.Size, "anchored_at", last.Time, "leaf", idx, "entries", size)
+	}
 }
 
 // runEvidence runs the checkpoint signer until ctx ends.

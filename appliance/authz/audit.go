@@ -211,6 +211,11 @@ func (a *auditLog) checkpoint() error {
 }
 
 func (a *auditLog) checkpointLocked() error {
+	// What is anchored must be on disk first: a crash right after anchoring must not lose anchored entries
+	// (the next start would cut them as a torn tail, and the anchor would then accuse an honest log).
+	if err := a.syncLocked(); err != nil {
+		return err
+	}
 	t := a.now().UTC()
 	cp, err := a.anchor.Anchor(a.seq, a.head, t)
 	if err != nil {
@@ -261,14 +266,26 @@ func (a *auditLog) close() error {
 	return errors.Join(err, cerr)
 }
 
-// VerifyReport is what [VerifyLog] found.
+// VerifyReport is what [VerifyLog] and [VerifyLogWith] found.
 type VerifyReport struct {
 	Entries     uint64 // lines read
 	Checkpoints int
-	// Anchored is the size of the last valid checkpoint; entries after it are covered by the chain only.
+	// Anchored is the size of the last valid checkpoint written into the log itself; entries after it are
+	// covered by the chain only, unless an external anchor covers them.
 	Anchored uint64
 	// KeyPinned is false when no key was given and the checkpoints' own key was taken.
 	KeyPinned bool
+	// ExternalAnchors is the number of external anchors (see [VerifyOptions.Anchors]) that match the file.
+	ExternalAnchors int
+	// SignedAnchored is the size named by the largest matching external anchor that is signed: entries 1 …
+	// SignedAnchored cannot be edited, deleted, reordered or truncated without showing. UnsignedAnchored is
+	// the same for anchors not (yet) under a signature.
+	SignedAnchored, UnsignedAnchored uint64
+	// LastSigned is the largest matching signed external anchor, when there is one.
+	LastSigned *ExternalAnchor
+	// BeyondEnd counts the external anchors naming more entries than the file holds when the file is
+	// verified as a prefix (an earlier export); otherwise each of them is a problem: the file was truncated.
+	BeyondEnd int
 	// Problems lists every inconsistency found, in plain words; empty means the log holds.
 	Problems []string
 }
@@ -276,12 +293,41 @@ type VerifyReport struct {
 // OK reports whether no problem was found.
 func (r VerifyReport) OK() bool { return len(r.Problems) == 0 }
 
+// ExternalAnchor is a commitment to the audit log's state kept where whoever can edit the log file cannot
+// reach, such as an audit leaf of the evidence log: the first Size entries, the last of which hashes to Head.
+type ExternalAnchor struct {
+	Size   uint64
+	Head   string // hex SHA-256 of entry Size as stored, the chain head
+	Time   time.Time
+	Where  string // names the anchor in reports, such as "evidence log leaf 1234"
+	Signed bool   // the caller verified a signature covering it
+}
+
+// VerifyOptions configures [VerifyLogWith].
+type VerifyOptions struct {
+	// Key pins the key of the checkpoints written into the log; nil takes the first checkpoint's (and the
+	// report says so).
+	Key crypto.PublicKey
+	// Anchors are external anchors to check the file against, in any order: each must name an entry the
+	// file has, with the same hash. Because an anchor is kept outside the file, an attacker who edits,
+	// deletes, reorders or truncates entries and then recomputes the whole hash chain is still caught.
+	Anchors []ExternalAnchor
+	// Prefix says the file may legitimately end before the latest anchors (an export made earlier).
+	Prefix bool
+}
+
 // VerifyLog reads an audit log (as written, or as exported) and checks that every entry hashes to its
 // recorded hash, links to the previous one, carries the next sequence number, and that every checkpoint is
 // signed by pub over the state it names. An edited, deleted, inserted or reordered entry breaks one of
 // these. pub nil takes the key of the first checkpoint (and says so). The error is for an unreadable input;
 // problems with the content are in the report.
 func VerifyLog(r io.Reader, pub crypto.PublicKey) (VerifyReport, error) {
+	return VerifyLogWith(r, VerifyOptions{Key: pub})
+}
+
+// VerifyLogWith is [VerifyLog] that also checks the file against external anchors (see [VerifyOptions]).
+func VerifyLogWith(r io.Reader, o VerifyOptions) (VerifyReport, error) {
+	pub := o.Key
 	rep := VerifyReport{KeyPinned: pub != nil}
 	var pinned []byte
 	if pub != nil {
@@ -290,6 +336,12 @@ func VerifyLog(r io.Reader, pub crypto.PublicKey) (VerifyReport, error) {
 			return rep, fmt.Errorf("public key: %w", err)
 		}
 		pinned = der
+	}
+	bySize := map[uint64][]int{}
+	checked := make([]bool, len(o.Anchors))
+	var lastMatch uint64 // the largest anchor that matched so far: a mismatch lies after it
+	for i, a := range o.Anchors {
+		bySize[a.Size] = append(bySize[a.Size], i)
 	}
 	br := bufio.NewReaderSize(r, 64<<10)
 	var prevHash string
@@ -321,6 +373,23 @@ func VerifyLog(r io.Reader, pub crypto.PublicKey) (VerifyReport, error) {
 		}
 		sum := sha256.Sum256(l.E)
 		h := hex.EncodeToString(sum[:])
+		for _, i := range bySize[rep.Entries] {
+			a := o.Anchors[i]
+			checked[i] = true
+			if a.Head != h {
+				problem("entries %d–%d (to line %d) are not what %s anchored at %s (entry %d hashed to %.16s…, now to %.16s…): one of them was edited, deleted, inserted, reordered or replaced",
+					lastMatch+1, a.Size, n, a.Where, a.Time.UTC().Format(time.RFC3339), a.Size, a.Head, h)
+				continue
+			}
+			lastMatch = max(lastMatch, a.Size)
+			rep.ExternalAnchors++
+			if a.Signed && a.Size >= rep.SignedAnchored {
+				rep.SignedAnchored, rep.LastSigned = a.Size, &a
+			}
+			if !a.Signed {
+				rep.UnsignedAnchored = max(rep.UnsignedAnchored, a.Size)
+			}
+		}
 		var e Entry
 		if err := json.Unmarshal(l.E, &e); err != nil {
 			problem("line %d: entry does not decode", n)
@@ -344,6 +413,20 @@ func VerifyLog(r io.Reader, pub crypto.PublicKey) (VerifyReport, error) {
 			}
 		}
 		prevSeq, prevHash = e.Seq, l.H
+	}
+	for i, a := range o.Anchors {
+		if a.Size <= rep.Entries {
+			if !checked[i] {
+				problem("%s anchored %d entries at %s; the file's entry %d is unreadable", a.Where, a.Size, a.Time.UTC().Format(time.RFC3339), a.Size)
+			}
+			continue
+		}
+		if o.Prefix {
+			rep.BeyondEnd++
+			continue
+		}
+		problem("%s anchored %d entries at %s; the file ends after entry %d: it was truncated (or replaced)",
+			a.Where, a.Size, a.Time.UTC().Format(time.RFC3339), rep.Entries)
 	}
 	return rep, nil
 }

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -30,6 +31,12 @@ func FuzzVerifyLog(f *testing.F) {
 		rep, err := VerifyLog(bytes.NewReader(b), nil)
 		if err == nil && rep.Entries > uint64(bytes.Count(b, []byte("\n"))+1) {
 			t.Fatalf("%d entries from %d lines", rep.Entries, bytes.Count(b, []byte("\n"))+1)
+		}
+		// With anchors (from the evidence log), whatever the file: an anchor never matches what is not there.
+		anchors := []ExternalAnchor{{Size: 1, Head: "00", Signed: true}, {Size: 2, Head: strings.Repeat("ab", 32)}, {Size: 1 << 40}}
+		rep, err = VerifyLogWith(bytes.NewReader(b), VerifyOptions{Anchors: anchors})
+		if err == nil && (rep.OK() || rep.SignedAnchored > rep.Entries || rep.ExternalAnchors > 2) {
+			t.Fatalf("anchors beyond the file accepted: %+v", rep)
 		}
 	})
 }

@@ -169,7 +169,9 @@ func newBenchFixture(b *testing.B, segments int) *fixture {
 	return makeFixture(b, segments, 60, time.Minute, 2000)
 }
 
-func makeFixture(t testing.TB, segments, frags int, segLen time.Duration, pad int) *fixture {
+// makeFixture records segments of frags fragments each; after each segment's leaf, between (if any) may
+// append other leaves.
+func makeFixture(t testing.TB, segments, frags int, segLen time.Duration, pad int, between ...func(i int, l *Log)) *fixture {
 	t.Helper()
 	k, _ := testKeys(t)
 	db, err := store.Open(filepath.Join(t.TempDir(), "index.db"), store.Options{}, nil)
@@ -226,6 +228,9 @@ func makeFixture(t testing.TB, segments, frags int, segLen time.Duration, pad in
 		}
 		f.rec.segs = append(f.rec.segs, RecordedSegment{ID: id, Start: s.Start, End: s.End, LogIndex: idx})
 		f.rec.chunks[id] = chunks
+		for _, fn := range between {
+			fn(i, f.log)
+		}
 		clock = clock.Add(segLen)
 		if i == 0 {
 			if _, f.early, err = f.log.Checkpoint(); err != nil {

@@ -46,7 +46,12 @@ func FuzzCheckpoint(f *testing.F) {
 func FuzzLeaf(f *testing.F) {
 	f.Add(SegmentLeaf{Appliance: "nvr-1", Camera: "cam1", Seq: 1, Start: t0, End: t0, Chunks: 2}.Marshal())
 	f.Add(GenesisLeaf{Appliance: "nvr-1", Created: t0}.Marshal())
+	f.Add(AuditLeaf{Appliance: "nvr-1", Size: 256, Time: t0}.Marshal())
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if a, err := ParseAuditLeaf(b); err == nil && (!bytes.Equal(a.Marshal(), b) || a.Size == 0 || !IsAuditLeaf(b)) {
+			t.Fatal("audit leaf is not canonical")
+		}
+		_ = LeafKind(b)
 		if l, err := ParseSegmentLeaf(b); err == nil && !bytes.Equal(l.Marshal(), b) {
 			t.Fatal("segment leaf is not canonical")
 		}

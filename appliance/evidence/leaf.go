@@ -20,6 +20,7 @@ var ErrFormat = errors.New("evidence format")
 const (
 	genesisMagic = "edgenvr/genesis/v1"
 	segmentMagic = "edgenvr/segment/v1"
+	auditMagic   = "edgenvr/audit/v1"
 )
 
 // maxLeaf bounds the bytes of one leaf.
@@ -48,6 +49,17 @@ type GenesisLeaf struct {
 	Created   time.Time
 }
 
+// AuditLeaf anchors the appliance's audit log (authz's hash-chained audit.jsonl) in the evidence log: it
+// names how many audit entries there were and the hash of the last one, the head of the audit hash chain.
+// The log's next signed checkpoint then covers the whole audit log up to that entry, so editing, deleting,
+// reordering or truncating those entries shows against the leaf, even with the chain recomputed.
+type AuditLeaf struct {
+	Appliance string   // the appliance's id
+	Size      uint64   // audit entries covered: 1 … Size
+	Head      [32]byte // SHA-256 of entry Size as stored (the audit chain head)
+	Time      time.Time
+}
+
 // LeafHash is the RFC 6962 leaf hash of leaf bytes: SHA-256(0x00 ‖ leaf).
 func LeafHash(leaf []byte) [32]byte { return [32]byte(tlog.RecordHash(leaf)) }
 
@@ -69,6 +81,25 @@ func (g GenesisLeaf) Marshal() []byte {
 	return fmt.Appendf(nil, "%s\nappliance %s\nlog-key %x\nexport-key %x\ncreated %d\n",
 		genesisMagic, g.Appliance, g.LogKey, g.ExportKey, g.Created.UnixNano())
 }
+
+// Marshal encodes the audit leaf.
+func (a AuditLeaf) Marshal() []byte {
+	return fmt.Appendf(nil, "%s\nappliance %s\nsize %d\nhead %x\ntime %d\n", auditMagic, a.Appliance, a.Size, a.Head, a.Time.UnixNano())
+}
+
+// LeafKind returns the kind line of a leaf ("edgenvr/segment/v1", …), or "" when b has none within the
+// leaf size bound. It parses nothing else.
+func LeafKind(b []byte) string {
+	b = b[:min(len(b), 64)]
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		return ""
+	}
+	return string(b[:i])
+}
+
+// IsAuditLeaf reports whether leaf bytes claim to be an audit leaf (parse them with [ParseAuditLeaf]).
+func IsAuditLeaf(b []byte) bool { return LeafKind(b) == auditMagic }
 
 // lineReader reads the "key value" lines of a leaf in a fixed order.
 type lineReader struct {
@@ -213,6 +244,29 @@ func ParseGenesisLeaf(b []byte) (GenesisLeaf, error) {
 		return GenesisLeaf{}, fmt.Errorf("%w: genesis leaf is not in canonical form", ErrFormat)
 	}
 	return g, nil
+}
+
+// ParseAuditLeaf decodes an audit leaf, accepting only the exact bytes Marshal produces.
+func ParseAuditLeaf(b []byte) (AuditLeaf, error) {
+	var a AuditLeaf
+	r, err := newLineReader(b, auditMagic)
+	if err != nil {
+		return a, err
+	}
+	a.Appliance = r.next("appliance")
+	a.Size = r.uint("size")
+	r.hex("head", a.Head[:])
+	a.Time = r.time("time")
+	if err := r.end(); err != nil {
+		return AuditLeaf{}, err
+	}
+	if a.Size == 0 {
+		return AuditLeaf{}, fmt.Errorf("%w: audit leaf of no entries", ErrFormat)
+	}
+	if !bytes.Equal(a.Marshal(), b) {
+		return AuditLeaf{}, fmt.Errorf("%w: audit leaf is not in canonical form", ErrFormat)
+	}
+	return a, nil
 }
 
 // Chain recomputes a segment's plaintext hash chain from its chunk hashes, as the vault does:

@@ -31,9 +31,10 @@ func TestWriteSeedCorpus(t *testing.T) {
 	seeds := map[string][][]byte{
 		"FuzzManifest":   {manifest, []byte(`{"format":"edgenvr-evidence-manifest/1","segments":[]}`)},
 		"FuzzCheckpoint": {signed, Checkpoint{Origin: "o", Size: 1, Time: t0}.Body()},
-		"FuzzLeaf":       {SegmentLeaf{Appliance: "nvr-1", Camera: "cam1", Seq: 3, Start: t0, End: t0, Chunks: 61}.Marshal(), GenesisLeaf{Appliance: "nvr-1", Created: t0}.Marshal()},
-		"FuzzBoxes":      {init, frag, meta, append(append(append([]byte(nil), init...), frag...), meta...)},
-		"FuzzZip":        append(zipSeeds(t), good),
+		"FuzzLeaf": {SegmentLeaf{Appliance: "nvr-1", Camera: "cam1", Seq: 3, Start: t0, End: t0, Chunks: 61}.Marshal(), GenesisLeaf{Appliance: "nvr-1", Created: t0}.Marshal(),
+			AuditLeaf{Appliance: "nvr-0123456789abcdef", Size: 256, Head: sha256.Sum256([]byte("entry 256")), Time: t0}.Marshal()},
+		"FuzzBoxes": {init, frag, meta, append(append(append([]byte(nil), init...), frag...), meta...)},
+		"FuzzZip":   append(zipSeeds(t), good),
 	}
 	for target, list := range seeds {
 		dir := filepath.Join("testdata", "fuzz", target)
