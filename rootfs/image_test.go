@@ -105,8 +105,9 @@ func TestImage(t *testing.T) {
 		vm.waitFor(5*time.Minute, fmt.Sprintf("boot %d of slot B", i), "booting slot B")
 		vm.waitFor(5*time.Minute, fmt.Sprintf("trial guard ends B's boot %d", i), "trial-guard: slot B: nvrd.service failed")
 	}
-	vm.waitFor(5*time.Minute, "GRUB falls back to A", "slot B used up its boot attempts")
-	vm.waitFor(time.Minute, "GRUB boots slot A", "booting slot A")
+	// GRUB's own line ("slot B used up its boot attempts") reaches the serial port through SeaBIOS's serial
+	// console, which redraws a text screen and has been seen to drop it; the boot line names the counters.
+	vm.waitForRe(5*time.Minute, "GRUB falls back to A after B's three attempts", regexp.MustCompile(`booting slot A \(A_TRY=[1-3] B_TRY=3\)`))
 	vm.waitFor(8*time.Minute, "the agent records 1.1.0 as failed", `"msg":"firmware did not become healthy in its boot attempts`)
 	vm.waitFor(3*time.Minute, "slot A marked good again", `"msg":"booted slot marked good"`)
 	t.Logf("rolled back to A after three failed boots of 1.1.0: %.1f s after the install", time.Since(t0).Seconds())
@@ -290,7 +291,10 @@ func startVM(t *testing.T, dir, disk string) *vm {
 		if t.Failed() {
 			name := filepath.Join(os.TempDir(), "nvr-image-serial.log")
 			os.WriteFile(name, []byte(v.text()), 0o644)
-			t.Logf("serial console saved to %s", name)
+			v.mu.Lock()
+			os.WriteFile(name+".raw", v.serial.Bytes(), 0o644)
+			v.mu.Unlock()
+			t.Logf("serial console saved to %s (with its escape sequences: %s.raw)", name, name)
 		}
 	})
 	return v
@@ -327,6 +331,21 @@ func (v *vm) waitFor(d time.Duration, what, marker string) {
 			return false
 		}
 		v.mark += i + len(marker)
+		return true
+	})
+}
+
+// waitForRe is waitFor with a regular expression.
+func (v *vm) waitForRe(d time.Duration, what string, re *regexp.Regexp) {
+	v.t.Helper()
+	waitCond(v.t, d, what, func() bool {
+		s := v.text()
+		rest := s[min(v.mark, len(s)):]
+		loc := re.FindStringIndex(rest)
+		if loc == nil {
+			return false
+		}
+		v.mark += loc[1]
 		return true
 	})
 }
