@@ -13,8 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/edgenvr/nvr/appliance/authz"
 )
 
 // Sealer keeps a small secret bound to the TPM; *tpm.TPM satisfies it.
@@ -25,6 +28,9 @@ type Sealer interface {
 
 // ErrNoCredential is returned when a service account has no bridge credential.
 var ErrNoCredential = errors.New("no bridge credential")
+
+// ErrNotHolder is returned when an account may not hold a bridge credential (see [CheckHolder]).
+var ErrNotHolder = errors.New("this account may not hold a bridge credential")
 
 // CredentialInfo describes a bridge credential without its secret.
 type CredentialInfo struct {
@@ -187,6 +193,83 @@ func (c *Credentials) issue(user string, created time.Time) (string, CredentialI
 		return "", CredentialInfo{}, err
 	}
 	return c.derive(user, created, r.Serial), r, nil
+}
+
+// CheckHolder reports whether account u may hold and use a bridge credential: service accounts, and people
+// who issue their own after a full sign-in (password and second factor). It refuses, with [ErrNotHolder]:
+// a disabled account; a directory account (its roles are read from the directory at each sign-in, and
+// the directory may stop vouching for it, which a long-lived credential would outlive); and a person whose
+// sign-ins need a second person's approval (dual authorization, which a credential would bypass). It is
+// checked when a credential is issued and again at every authentication, so an account that becomes one
+// of these loses the bridge at once. Rights are not checked here: every stream is decided per camera.
+func CheckHolder(u authz.User) error {
+	switch {
+	case u.Disabled:
+		return fmt.Errorf("%w: the account is disabled", ErrNotHolder)
+	case u.Directory != "":
+		return fmt.Errorf("%w: %s is a directory account, whose roles come from the directory at each sign-in", ErrNotHolder, u.Name)
+	case u.DualAuth && !u.Service:
+		return fmt.Errorf("%w: the sign-ins of %s need a second person's approval, which a credential would bypass", ErrNotHolder, u.Name)
+	}
+	return nil
+}
+
+// Issue creates or rotates the bridge credential of account u and returns it: shown once, never stored
+// (only the serial is). The previous credential stops working at once. The caller has decided that the
+// request is allowed (web: the account itself, or an administrator for a service account) and audits it.
+func (c *Credentials) Issue(u authz.User) (string, CredentialInfo, error) {
+	if err := CheckHolder(u); err != nil {
+		return "", CredentialInfo{}, err
+	}
+	if u.Created.IsZero() {
+		return "", CredentialInfo{}, fmt.Errorf("bridge credential for %s: the account has no creation time", u.Name)
+	}
+	return c.issue(u.Name, u.Created)
+}
+
+// Revoke deletes the bridge credential of user; [ErrNoCredential] if there is none. The caller decides and
+// audits.
+func (c *Credentials) Revoke(user string) error { return c.revoke(user) }
+
+// Info returns user's credential without its secret.
+func (c *Credentials) Info(user string) (CredentialInfo, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.recs[user]
+	return r, ok
+}
+
+// Holders wraps the access-control service given to the bridge so that it accepts the bridge credentials
+// of every account [CheckHolder] allows, people included. The authentication in auth.go accepts bridge
+// credentials of service accounts only (it predates self-issued credentials): through this wrapper an
+// allowed person's account is presented to it as able to hold one, and that person's decisions are put to
+// authz with Via "bridge" (authz refuses a person's account used with Via "token", the API tokens'
+// door), so the audit log reads "alice (bridge bridge-3)". Service accounts pass through unchanged. Use
+// it for Config.Authz; see docs/bridge.md.
+func Holders(az Authz) Authz { return holders{az} }
+
+type holders struct{ Authz }
+
+// User implements Authz.
+func (h holders) User(name string) (authz.User, error) {
+	u, err := h.Authz.User(name)
+	if err != nil || u.Service {
+		return u, err
+	}
+	if CheckHolder(u) == nil {
+		u.Service = true // auth.go: "a service account may use its bridge credential"
+	}
+	return u, nil
+}
+
+// Decide implements Authz.
+func (h holders) Decide(req authz.Request) authz.Decision {
+	if req.Subject.Via == "token" && strings.HasPrefix(req.Subject.Ref, "bridge-") {
+		if u, err := h.Authz.User(req.Subject.User); err == nil && !u.Service {
+			req.Subject.Via = "bridge"
+		}
+	}
+	return h.Authz.Decide(req)
 }
 
 // revoke deletes user's credential.
