@@ -411,6 +411,12 @@ func (s *Server) usersPost(w http.ResponseWriter, r *http.Request, c *caller, f 
 		s.showUsers(w, r, c, code, m, "", "")
 		return
 	}
+	switch {
+	case f.Get("op") == "delete":
+		s.bridgeAccountGone(r, c, f.Get("name"), "account deleted")
+	case f.Get("op") == "update" && f.Get("disabled") == "on":
+		s.bridgeAccountGone(r, c, f.Get("name"), "account disabled")
+	}
 	s.showUsers(w, r, c, 200, "", msg, tok)
 }
 

@@ -56,6 +56,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /account/webauthn/finish", s.with(s.webauthnRegisterFinish))
 	s.cameraRoutes(m)
 	s.apiRoutes(m)
+	s.bridgeAPIRoutes(m)
 	s.mux = m
 }
 
@@ -80,6 +81,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, c *caller, code 
 				p.Nav[string(a)] = true
 			}
 		}
+		p.Nav["bridge"] = s.cfg.Bridge != nil
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(code)

@@ -61,6 +61,9 @@ type Config struct {
 	Live     LiveSource
 	Playback PlaybackSource
 	Metrics  MetricsSource
+	// Bridge connects the bridge credential page (/bridge) and API (/api/v1/bridge) to the RTSP(S) bridge;
+	// nil answers that the bridge is off.
+	Bridge BridgeCredentials
 	// Display shows the first-boot setup code on the local display (LCD; console or journal under make
 	// run). It is never logged by this package. Required while no account exists.
 	Display func(code string, expires time.Time)
