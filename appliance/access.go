@@ -194,6 +194,15 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 	pbDone := make(chan error, 1)
 	go func() { pbDone <- pb.Run(pbCtx) }()
 	defer func() { stopPb(); err = errors.Join(err, <-pbDone) }() // drops every cached segment key
+	// The bridge's credentials are opened before the web server, whose bridge page issues them.
+	var bridgeCreds web.BridgeCredentials
+	var bst *bridgeStore
+	if a.cfg.Bridge.Enabled() {
+		if bst, err = a.openBridgeStore(az, dev); err != nil {
+			return err
+		}
+		bridgeCreds = bst
+	}
 	srv, err := web.New(web.Config{
 		Listen:     a.cfg.WebListen,
 		Authz:      az,
@@ -204,6 +213,7 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 		Live:       a,
 		Playback:   pb,
 		Metrics:    webMetrics{a: a, dataDir: a.cfg.DataDir},
+		Bridge:     bridgeCreds,
 		// The camera pages and API (behind the cameras right) on the ONVIF camera manager.
 		Cameras: &web.Cameras{Fleet: a.fleet.m},
 		Exporter: webExporter{x: &evidence.Exporter{Log: ev.Log, Recordings: Recordings{DataDir: a.cfg.DataDir, DB: db, Keys: dev},
@@ -229,7 +239,13 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 	// The RTSP(S) bridge for external systems lives beside the web server: it shares its accounts (authz)
 	// and its TPM-held TLS key.
 	bridgeDone := make(chan error, 1)
-	go func() { bridgeDone <- a.RunBridge(ctx, a.cfg.Bridge, az, srv.TLSConfig(), dev, db) }()
+	go func() {
+		if bst == nil {
+			bridgeDone <- nil
+			return
+		}
+		bridgeDone <- a.runBridge(ctx, a.cfg.Bridge, bst, srv.TLSConfig(), dev, db)
+	}()
 	werr := srv.Run(ctx) // stops accepting when ctx ends
 	cancel()             // a web server that stopped by itself takes the bridge with it
 	werr = errors.Join(werr, <-bridgeDone)
