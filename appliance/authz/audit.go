@@ -377,8 +377,12 @@ func VerifyLogWith(r io.Reader, o VerifyOptions) (VerifyReport, error) {
 			a := o.Anchors[i]
 			checked[i] = true
 			if a.Head != h {
-				problem("entries %d–%d (to line %d) are not what %s anchored at %s (entry %d hashed to %.16s…, now to %.16s…): one of them was edited, deleted, inserted, reordered or replaced",
-					lastMatch+1, a.Size, n, a.Where, a.Time.UTC().Format(time.RFC3339), a.Size, a.Head, h)
+				span := fmt.Sprintf("entries %d–%d (to line %d) are", lastMatch+1, a.Size, n)
+				if lastMatch+1 == a.Size {
+					span = fmt.Sprintf("entry %d (line %d) is", a.Size, n)
+				}
+				problem("%s not what %s anchored at %s (entry %d hashed to %.16s…, now to %.16s…): edited, deleted, inserted, reordered or replaced",
+					span, a.Where, a.Time.UTC().Format(time.RFC3339), a.Size, a.Head, h)
 				continue
 			}
 			lastMatch = max(lastMatch, a.Size)

@@ -77,28 +77,29 @@ type AuditAnchors struct {
 }
 
 // ReadAuditAnchors reads every audit anchor of a stored log and proves the signed ones, offline, with the
-// device identity alone (no TPM). It first checks the log as [CheckCheckpoints] does (the genesis leaf names
-// the identity's keys; every checkpoint is signed by its log key and consistent with the others), then reads
+// device identity alone (no TPM). It checks the log as [CheckCheckpoints] does (the genesis leaf names the
+// identity's keys; every checkpoint is signed by its log key and consistent with the others), and reads
 // every leaf, recomputes the RFC 6962 root of the first Latest.Size leaves from their bytes and compares it
 // with the latest signed root: so every anchor it returns as signed is included, byte for byte, under a
 // checkpoint the log key signed, and no signed anchor can have been removed, added or edited in the index.
 // Leaves past the latest checkpoint are returned unsigned. An error wrapping [ErrFork] means the index does
 // not hold what the log key signed; one wrapping [ErrFormat] an unreadable signed leaf.
 //
-// It reads the whole log: one pass, one SHA-256 per leaf and per node.
+// It reads the whole log once (one SHA-256 per leaf and per node) and verifies each stored checkpoint's
+// signature once, as `nvr log-check` does.
 func ReadAuditAnchors(st LogStore, id *Identity) (AuditAnchors, error) {
 	var out AuditAnchors
-	n, size, err := CheckCheckpoints(st, id)
+	size, err := st.LogSize()
 	if err != nil {
 		return out, err
 	}
-	out.Checkpoints, out.LogSize = n, size
+	out.LogSize = size
 	csize, signed, err := st.LatestCheckpoint()
 	if err != nil {
 		return out, err
 	}
 	if signed != nil {
-		if out.Latest, err = OpenCheckpoint(signed, id.LogKey); err != nil || out.Latest.Size != csize {
+		if out.Latest, err = OpenCheckpoint(signed, id.LogKey); err != nil || out.Latest.Size != csize || out.Latest.Size > size {
 			return out, fmt.Errorf("%w: latest checkpoint of size %d: %v", ErrFork, csize, err)
 		}
 	}
@@ -130,21 +131,16 @@ func ReadAuditAnchors(st LogStore, id *Identity) (AuditAnchors, error) {
 		return out, fmt.Errorf("%w: the index's first %d leaves do not hash to the root the log key signed at %s: a leaf was edited",
 			ErrFork, out.Latest.Size, out.Latest.Time.Format(time.RFC3339))
 	}
-	// The earliest checkpoint covering each signed anchor says when it was signed.
-	for k := range out.Anchors {
-		a := &out.Anchors[k]
-		if a.Index >= out.Latest.Size {
-			continue
+	// Every checkpoint signed by the log key and consistent with the others (so with the latest, whose root
+	// the leaves were just checked against); the earliest covering each anchor says when it was signed.
+	next := 0
+	out.Checkpoints, _, err = checkCheckpoints(st, id, func(c Checkpoint) {
+		for ; next < len(out.Anchors) && out.Anchors[next].Index < c.Size; next++ {
+			out.Anchors[next].SignedBy = c
 		}
-		cs, signed, err := st.CheckpointAtLeast(a.Index + 1)
-		if err != nil {
-			return out, fmt.Errorf("checkpoint covering leaf %d: %w", a.Index, err)
-		}
-		c, err := OpenCheckpoint(signed, id.LogKey)
-		if err != nil || c.Size != cs {
-			return out, fmt.Errorf("%w: checkpoint of size %d: %v", ErrFork, cs, err)
-		}
-		a.SignedBy = c
+	})
+	if err != nil {
+		return out, err
 	}
 	return out, nil
 }

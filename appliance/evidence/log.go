@@ -380,6 +380,12 @@ func (l *Log) CheckpointCovering(index uint64) (Checkpoint, []byte, error) {
 // tree (so a consistency proof holds between every pair). It returns the number of checkpoints and the
 // log's size. It needs no TPM: the log key's public half comes from the device certificate.
 func CheckCheckpoints(st LogStore, id *Identity) (int, uint64, error) {
+	return checkCheckpoints(st, id, nil)
+}
+
+// checkCheckpoints is CheckCheckpoints calling visit, if not nil, with each checkpoint once it is checked,
+// by increasing size.
+func checkCheckpoints(st LogStore, id *Identity, visit func(Checkpoint)) (int, uint64, error) {
 	size, err := st.LogSize()
 	if err != nil {
 		return 0, 0, err
@@ -429,6 +435,9 @@ func CheckCheckpoints(st LogStore, id *Identity) (int, uint64, error) {
 			}
 		}
 		prev = c
+		if visit != nil {
+			visit(c)
+		}
 		return nil
 	})
 	return n, size, err
