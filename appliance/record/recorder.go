@@ -318,12 +318,18 @@ func (r *Recorder) flush() {
 	last := samples[len(samples)-1]
 	end := last.dts + int64(last.dur)
 	err := r.frag.fragment(r.seq, samples, func(b []byte) error {
-		info, werr = r.seg.w.Append(b)
+		info, werr = r.seg.w.Write(b)
 		if werr == nil {
 			r.live.publish(b, samples[0].dts, end, samples[0].random)
 		}
 		return werr
 	})
+	if err == nil {
+		// The fragment's buffers are back in their pools: wait for the disk without holding them.
+		if werr = r.seg.w.Sync(); werr != nil {
+			err = werr
+		}
+	}
 	if err != nil {
 		r.update(func(s *Status) { s.Dropped += uint64(len(samples)) })
 		if werr == nil {

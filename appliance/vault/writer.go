@@ -193,6 +193,38 @@ func sealFrame(aead cipher.AEAD, hdrHash *[32]byte, dst, plain []byte, idx uint6
 // with the same bytes, or the segment closed; other content is refused, since
 // it would be sealed under the nonce of bytes that may be on the disk.
 func (w *Writer) Append(plain []byte) (ChunkInfo, error) {
+	info, err := w.Write(plain)
+	if err != nil {
+		return info, err
+	}
+	if err := w.Sync(); err != nil {
+		return ChunkInfo{}, err
+	}
+	return info, nil
+}
+
+// Sync waits until every chunk written so far is on stable storage
+// (fdatasync). A failed sync makes the Writer accept nothing more: what
+// reached the disk is unknown, and Close leaves the file for [Repair].
+func (w *Writer) Sync() error {
+	if w.closed {
+		return fmt.Errorf("vault: sync %s: writer closed", w.path)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if err := unix.Fdatasync(int(w.f.Fd())); err != nil {
+		w.err = fmt.Errorf("vault: sync %s after chunk %d: fdatasync: %w", w.path, w.n, err)
+		return w.err
+	}
+	return nil
+}
+
+// Write is Append without the wait for stable storage: the chunk is sealed
+// and written into the page cache, and the caller calls Sync. It lets a
+// recorder give its plaintext buffer back before the slow part, the sync, so
+// that buffers are not held by every recorder waiting on the disk at once.
+func (w *Writer) Write(plain []byte) (ChunkInfo, error) {
 	if w.closed {
 		return ChunkInfo{}, fmt.Errorf("vault: append %s: writer closed", w.path)
 	}
@@ -221,7 +253,7 @@ func (w *Writer) writeFrame(plain []byte, flags byte) (ChunkInfo, error) {
 	// Frames are sealed into buffers shared by every writer: a recorder seals about one chunk a second, so
 	// a few buffers serve many cameras instead of one each.
 	bp := framePool.Get().(*[]byte)
-	defer framePool.Put(bp)
+	defer framePool.Put(bp) // before any sync: see Write
 	frame := sealFrame(w.aead, &w.hdrHash, (*bp)[:0], plain, idx, flags)
 	*bp = frame
 	if w.burned != nil && sha256.Sum256(frame) != *w.burned && (flags&flagFinal == 0 || len(plain) != 0) {
@@ -239,10 +271,6 @@ func (w *Writer) writeFrame(plain []byte, flags byte) (ChunkInfo, error) {
 		sum := sha256.Sum256(frame)
 		w.burned = &sum
 		return ChunkInfo{}, werr
-	}
-	if err := unix.Fdatasync(int(w.f.Fd())); err != nil {
-		w.err = fmt.Errorf("vault: append %s chunk %d: fdatasync: %w", w.path, idx, err)
-		return ChunkInfo{}, w.err
 	}
 	info := ChunkInfo{
 		Index:  idx,
