@@ -1,17 +1,19 @@
-// Package evidence makes recordings provable: it owns the append-only Merkle log of recorded segments and
-// its signed checkpoints, the device identity (the device certificate naming the log and export keys), the
-// evidence export (a zip holding an ONVIF Export File Format video.mp4, a signed manifest, the certificate
-// and the checkpoint) and the offline verification of such an export.
+// Package evidence makes recordings provable: it owns the append-only Merkle log of recorded segments (and
+// of the audit log's anchors, audit.go) and its signed checkpoints, the device identity (the device
+// certificate naming the log and export keys), the evidence export (a zip holding an ONVIF Export File
+// Format video.mp4, a signed manifest, the certificate and the checkpoint) and the offline verification of
+// such an export.
 //
 // The log is RFC 6962 / C2SP tlog over golang.org/x/mod/sumdb/tlog: each closed segment's leaf (camera,
 // per-camera sequence and link to the previous segment, time range, chunk count, init hash, plaintext
-// hash-chain head) is appended; every few seconds one checkpoint (origin, size, root, time) is signed with
-// the log key, whatever the number of cameras. docs/evidence-format.md specifies every byte.
+// hash-chain head) is appended, and so is an audit leaf (entry count and chain head of the audit log) at
+// every audit checkpoint; every few seconds one checkpoint (origin, size, root, time) is signed with the
+// log key, whatever the number of cameras. docs/evidence-format.md specifies every byte.
 //
-// The package must never import the TPM, the index or the web server: keys come in as crypto.Signer,
-// storage as the [LogStore] interface and recordings as the [Recordings] interface, so the verifier (in
-// verify.go, zipread.go, mp4.go, manifest.go, checkpoint.go, leaf.go, identity.go) can run anywhere, offline,
-// years later. A test enforces the import rule. It must never put key material or passphrases in logs or
-// errors, and never trust a byte of an export before checking it: every parser of export bytes is bounded
-// in size and fuzzed.
+// The package must never import the TPM, the index, the web server or the access-control service: keys
+// come in as crypto.Signer, storage as the [LogStore] interface and recordings as the [Recordings]
+// interface, so the verifier (in verify.go, zipread.go, mp4.go, manifest.go, checkpoint.go, leaf.go,
+// identity.go, and ReadAuditAnchors in audit.go) can run anywhere, offline, years later. A test enforces
+// the import rule. It must never put key material or passphrases in logs or errors, and never trust a byte
+// of an export before checking it: every parser of export bytes is bounded in size and fuzzed.
 package evidence
