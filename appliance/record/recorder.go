@@ -93,6 +93,8 @@ type Recorder struct {
 
 	seg     *segment
 	pending []*sample
+	pics    *pictureArena // where pending pictures are kept, off the Go heap
+	picsErr bool          // a picture arena failure was logged
 	frag    fragmenter
 	errLog  bool // a write error was logged and not yet followed by a success
 
@@ -129,7 +131,7 @@ func New(cfg Config, log *slog.Logger) (*Recorder, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
-	return &Recorder{cfg: cfg, log: log.With("camera", cfg.Camera), waitKey: true}, nil
+	return &Recorder{cfg: cfg, log: log.With("camera", cfg.Camera), waitKey: true, pics: newPictureArena(pictureArenaSize)}, nil
 }
 
 // Status returns a snapshot of the recorder's progress.
@@ -194,11 +196,17 @@ func (r *Recorder) Unit(u *ingest.Unit) {
 			return
 		}
 	}
+	payload := u.AVCC
+	if cp, ok, err := r.pics.add(payload); err != nil {
+		r.picturesFailed(err)
+	} else if ok {
+		payload = cp
+	}
 	r.pending = append(r.pending, &sample{
 		dts:     dts,
 		ptsOff:  int32(max(min(u.PTS-u.DTS, 1<<30), -(1 << 30))),
 		random:  u.RandomAccess,
-		payload: u.AVCC,
+		payload: payload,
 	})
 }
 
@@ -223,7 +231,19 @@ func (r *Recorder) Event(e ingest.Event) {
 // Close writes what is pending and closes the open segment. The recorder can be used again afterwards.
 func (r *Recorder) Close() error {
 	r.finish("shutdown")
+	if err := r.pics.free(); err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
 	return nil
+}
+
+// picturesFailed logs, once, that the picture arena failed; pictures then stay on the Go heap, which costs
+// memory, not video.
+func (r *Recorder) picturesFailed(err error) {
+	if !r.picsErr {
+		r.picsErr = true
+		r.log.Warn("keeping pictures on the Go heap", "err", err)
+	}
 }
 
 // finish writes the pending fragment (its last picture lasting as long as the one before) and closes the
@@ -309,6 +329,12 @@ func (r *Recorder) openSegment(start int64) error {
 func (r *Recorder) flush() {
 	samples := r.pending
 	r.pending = nil
+	// The samples' pictures live in the arena until the fragment is built (or dropped).
+	defer func() {
+		if err := r.pics.reset(); err != nil {
+			r.picturesFailed(err)
+		}
+	}()
 	if r.seg == nil || len(samples) == 0 {
 		return
 	}
