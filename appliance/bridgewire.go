@@ -95,7 +95,9 @@ func (s *bridgeStore) List() []web.BridgeCredential {
 	return out
 }
 
-// describe says whether a credential works now: the bridge checks the same at every request.
+// describe says whether a credential works now (the bridge checks the account the same way at every
+// request) and whether its account still has the bridge right (asked without a decision, for display: the
+// right is decided when a credential is issued).
 func (s *bridgeStore) describe(info bridge.CredentialInfo) web.BridgeCredential {
 	c := web.BridgeCredential{User: info.User, Serial: info.Serial, Issued: info.Issued}
 	u, err := s.az.User(info.User)
@@ -107,6 +109,8 @@ func (s *bridgeStore) describe(info bridge.CredentialInfo) web.BridgeCredential 
 	default:
 		if err := bridge.CheckHolder(u); err != nil {
 			c.State = err.Error()
+		} else if !s.az.Visible(authz.Subject{User: u.Name, Via: bridge.Door(u)}, authz.UseBridge) {
+			c.State = "no role grants " + string(authz.UseBridge) + " any more: it still opens the account's cameras until revoked"
 		}
 	}
 	return c
@@ -149,7 +153,7 @@ func (a *Appliance) RunBridge(ctx context.Context, cfg BridgeConfig, az *authz.S
 }
 
 // runBridge runs the bridge on an open credential store (shared with the web pages, which issue the
-// credentials). People's self-issued credentials are accepted through bridge.Holders.
+// credentials, people's own included).
 func (a *Appliance) runBridge(ctx context.Context, cfg BridgeConfig, st *bridgeStore, tlsConf *tls.Config, dev *tpm.TPM, db *store.DB) error {
 	cache := vault.NewKeyCache(2*time.Minute, 256, time.Now)
 	defer cache.Purge()
@@ -158,7 +162,7 @@ func (a *Appliance) runBridge(ctx context.Context, cfg BridgeConfig, st *bridgeS
 		RTSPAddr:    cfg.RTSPListen,
 		RTSPSAddr:   cfg.RTSPSListen,
 		TLS:         tlsConf,
-		Authz:       bridge.Holders(st.az),
+		Authz:       st.az,
 		Credentials: st.creds,
 		Live:        a.Live,
 		Recordings:  bridge.IndexRecordings{DataDir: a.cfg.DataDir, DB: db, Keys: dev, Cache: cache},

@@ -84,11 +84,11 @@ func TestBridgeThroughNvrd(t *testing.T) {
 	const adminPassword = "basalt meadow 93 lantern"
 	admin := setupAdmin(t, origin, codeRE.FindStringSubmatch(nvrd.output())[1], adminPassword)
 
-	// Roles and accounts, through the users page.
+	// Roles and accounts, through the users page; the roles grant the RTSP bridge right (system.bridge).
 	tok := admin.csrf("/users")
 	for _, r := range []url.Values{
-		{"name": {"cam1-viewer"}, "cameras": {"cam1"}, "cam_camera.live": {"on"}, "cam_camera.playback": {"on"}},
-		{"name": {"cam2-viewer"}, "cameras": {"cam2"}, "cam_camera.live": {"on"}, "cam_camera.playback": {"on"}},
+		{"name": {"cam1-viewer"}, "cameras": {"cam1"}, "cam_camera.live": {"on"}, "cam_camera.playback": {"on"}, "sys_system.bridge": {"on"}},
+		{"name": {"cam2-viewer"}, "cameras": {"cam2"}, "cam_camera.live": {"on"}, "cam_camera.playback": {"on"}, "sys_system.bridge": {"on"}},
 	} {
 		r.Set("csrf", tok)
 		r.Set("op", "put")
@@ -232,6 +232,9 @@ func TestBridgeThroughNvrd(t *testing.T) {
 		{"bridge.credential.issue", "user/viewer1", "refused", "admin (session"},
 		{"bridge.credential.issue", "user/viewer1", "ok", "viewer1 (session"},
 		{"bridge.credential.revoke", "user/other", "ok", "admin (session"},
+		{"system.bridge", "system", "allow", "vms (token"},
+		{"system.bridge", "system", "allow", "viewer1 (session"},
+		{"system.bridge", "system", "allow", "other"},
 		{"camera.live", "camera/cam1", "allow", "vms (token bridge-1)"},
 		{"camera.live", "camera/cam1", "allow", "viewer1 (bridge bridge-1)"},
 		{"camera.live", "camera/cam1", "deny", "other (token bridge-1)"},

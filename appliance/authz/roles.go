@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -32,12 +33,18 @@ const (
 	ViewConfig    Action = "system.config.view" // see (not change) the appliance configuration
 	Approve       Action = "system.approve"     // act as the second person in dual authorization
 	ViewStatus    Action = "system.status"      // the dashboard
+	// UseBridge is the right to take video out to external systems over the RTSP bridge: to hold a bridge
+	// credential (issued to the account itself, or by an administrator to a service account). It opens no
+	// camera: every stream is still decided per camera with [Live] or [Playback]. A role that grants it
+	// with [Playback] lets its holders copy recordings out without the approval [Role.DualExport] asks of
+	// exports; the default roles grant it to the administrator only.
+	UseBridge Action = "system.bridge"
 )
 
 // CameraActions and SystemActions list every action a role can be granted.
 var (
 	CameraActions = []Action{Live, Playback, Export, Delete}
-	SystemActions = []Action{ManageUsers, ManageCameras, ManageNetwork, ManageStorage, ManageUpdate, ReadAudit, ViewConfig, Approve, ViewStatus}
+	SystemActions = []Action{ManageUsers, ManageCameras, ManageNetwork, ManageStorage, ManageUpdate, ReadAudit, ViewConfig, Approve, ViewStatus, UseBridge}
 )
 
 // IsCamera reports whether a is a camera action.
@@ -268,7 +275,10 @@ func (s *Schedule) String() string {
 	return strings.Join(parts, "; ")
 }
 
-// DefaultRoles are created with the first administrator.
+// DefaultRoles are created with the first administrator. Only the administrator may take video out over
+// the RTSP bridge ([UseBridge]): an operator's exports need a second person's approval, which the bridge's
+// replay would bypass, and a viewer watches on the appliance's pages; an administrator grants the right to
+// the roles (or service accounts' roles) that feed another system.
 func DefaultRoles() []Role {
 	return []Role{
 		{Name: "administrator", Cameras: map[string][]Action{AllCameras: CameraActions}, System: SystemActions},
@@ -276,4 +286,61 @@ func DefaultRoles() []Role {
 		{Name: "viewer", Cameras: map[string][]Action{AllCameras: {Live}}, System: []Action{ViewStatus}},
 		{Name: "auditor", System: []Action{ReadAudit, ViewConfig, ViewStatus}},
 	}
+}
+
+// rightsVersion numbers the list of actions roles are stored against: it is written with every role, and
+// a role read with an older number is brought up to date by [upgradeRole]. Version 1 added [UseBridge].
+const rightsVersion = 1
+
+// roleFields is Role without its JSON methods.
+type roleFields Role
+
+// MarshalJSON writes the role with the current rights version, so that a role saved now (the role editor
+// included) is never upgraded again when read: an administrator's choice to leave a new right out stays.
+func (r Role) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		roleFields
+		RightsVersion int `json:"rights_version"`
+	}{roleFields(r), rightsVersion})
+}
+
+// UnmarshalJSON reads a role and upgrades one stored before the current rights version ([upgradeRole]).
+func (r *Role) UnmarshalJSON(b []byte) error {
+	var v struct {
+		roleFields
+		RightsVersion int `json:"rights_version"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = Role(v.roleFields)
+	upgradeRole(r, v.RightsVersion)
+	return nil
+}
+
+// upgradeRole brings a role stored at rights version from up to date, so that an upgrade of the appliance
+// changes nobody's rights: each new right is granted to the stored roles that could already do what it
+// now guards, and to no other.
+//
+// Version 1 ([UseBridge]): before it, every account whose role could watch a camera live or play its
+// recordings back could use the bridge (service accounts with credentials an administrator issued, people
+// with their own), the per-camera decision being its only gate. Such roles keep it, so that an external
+// system's feed does not stop at the update, except roles that put exports under dual authorization: the
+// administrator asked for a second person's approval before recordings leave the appliance, which the
+// bridge's replay bypasses; the explicit choice wins over the implicit capability. The administrator sees
+// and changes the result in the role editor; the role is stored at the current version when next saved.
+func upgradeRole(r *Role, from int) {
+	if from < 1 && !slices.Contains(r.System, UseBridge) && !r.DualExport && r.watches() {
+		r.System = append(slices.Clip(r.System), UseBridge)
+	}
+}
+
+// watches reports whether the role grants live view or playback on some camera.
+func (r *Role) watches() bool {
+	for _, acts := range r.Cameras {
+		if slices.Contains(acts, Live) || slices.Contains(acts, Playback) {
+			return true
+		}
+	}
+	return false
 }

@@ -98,8 +98,9 @@ func (a *authenticator) challenge(secure bool, ip string, stale bool) base.Heade
 }
 
 // authenticate returns the subject a request's credentials stand for. Digest answers are checked against
-// the account's bridge credential; Basic (TLS only) takes the account's API token or its bridge credential.
-// Interactive accounts are never accepted: their logins need a second factor.
+// the account's bridge credential; Basic (TLS only) takes a service account's API token or the account's
+// bridge credential. A person's password is never accepted (their sign-ins need a second factor): a
+// person holds a bridge credential they issued themselves after a full sign-in.
 func (a *authenticator) authenticate(req *base.Request, secure bool, ip string) (authz.Subject, error) {
 	hv := req.Header["Authorization"]
 	if len(hv) == 0 {
@@ -125,12 +126,12 @@ func (a *authenticator) authenticate(req *base.Request, secure bool, ip string) 
 			a.fails.success(ip)
 			return sub, nil
 		}
-		want, serial, ok := a.credential(h.Username)
+		want, holder, serial, ok := a.credential(h.Username)
 		if !ok || subtle.ConstantTimeCompare([]byte(h.BasicPass), []byte(want)) != 1 {
 			return a.failed(a.known(h.Username), ip, "wrong bridge credential")
 		}
 		a.fails.success(ip)
-		return credSubject(h.Username, serial), nil
+		return credSubject(holder, serial), nil
 	case headers.AuthMethodDigest:
 		if !a.checkNonce(h.Nonce, ip) {
 			return authz.Subject{}, ErrStaleNonce
@@ -150,7 +151,7 @@ func (a *authenticator) authenticate(req *base.Request, secure bool, ip string) 
 		default:
 			return a.failed(a.known(h.Username), ip, "unknown digest algorithm")
 		}
-		secret, serial, ok := a.credential(h.Username)
+		secret, holder, serial, ok := a.credential(h.Username)
 		if !ok {
 			return a.failed(a.known(h.Username), ip, "no bridge credential")
 		}
@@ -160,24 +161,39 @@ func (a *authenticator) authenticate(req *base.Request, secure bool, ip string) 
 			return a.failed(a.known(h.Username), ip, "wrong digest")
 		}
 		a.fails.success(ip)
-		return credSubject(h.Username, serial), nil
+		return credSubject(holder, serial), nil
 	default:
 		return a.failed(authz.Subject{}, ip, "unknown authentication method")
 	}
 }
 
-// credential returns the bridge credential of an enabled service account.
-func (a *authenticator) credential(user string) (string, uint64, bool) {
+// credential returns the current bridge credential of user, the account and the credential's serial, if
+// the account may hold one now ([CheckHolder]: service accounts and people, never a disabled, directory or
+// dual-authorization account). It is asked at every authentication, so an account that stops qualifying
+// loses the bridge at its next request.
+func (a *authenticator) credential(user string) (string, authz.User, uint64, bool) {
 	u, err := a.az.User(user)
-	if err != nil || !u.Service || u.Disabled {
-		return "", 0, false
+	if err != nil || CheckHolder(u) != nil {
+		return "", authz.User{}, 0, false
 	}
-	return a.creds.secret(user, u.Created)
+	secret, serial, ok := a.creds.secret(user, u.Created)
+	return secret, u, serial, ok
 }
 
-// credSubject is the subject of a bridge credential: a service account acting through a token-like secret.
-func credSubject(user string, serial uint64) authz.Subject {
-	return authz.Subject{User: user, Via: "token", Ref: "bridge-" + itoa(serial)}
+// Door is how authz is told that account u acts through the bridge (the Via of its [authz.Subject]): a service account's only door is "token" (the
+// one authz admits for service accounts, shared with its API tokens); a person's is "bridge" (authz admits
+// people through any door but "token"). Either way the account acts with exactly its roles.
+func Door(u authz.User) string {
+	if u.Service {
+		return "token"
+	}
+	return "bridge"
+}
+
+// credSubject is the subject of u's bridge credential at serial: the audit log reads "vms (token
+// bridge-3)" for a service account and "alice (bridge bridge-1)" for a person.
+func credSubject(u authz.User, serial uint64) authz.Subject {
+	return authz.Subject{User: u.Name, Via: Door(u), Ref: "bridge-" + itoa(serial)}
 }
 
 func itoa(n uint64) string {
@@ -196,10 +212,11 @@ func itoa(n uint64) string {
 // known returns a subject naming user only if such an account exists: a name that is no account may be a
 // mistyped secret and stays out of the audit log.
 func (a *authenticator) known(user string) authz.Subject {
-	if _, err := a.az.User(user); err != nil {
+	u, err := a.az.User(user)
+	if err != nil {
 		return authz.Subject{}
 	}
-	return authz.Subject{User: user, Via: "token"}
+	return authz.Subject{User: user, Via: Door(u)}
 }
 
 // failed counts and audits a failed authentication.

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -26,7 +25,7 @@ type Sealer interface {
 	Unseal(blob []byte) ([]byte, error)
 }
 
-// ErrNoCredential is returned when a service account has no bridge credential.
+// ErrNoCredential is returned when an account has no bridge credential.
 var ErrNoCredential = errors.New("no bridge credential")
 
 // ErrNotHolder is returned when an account may not hold a bridge credential (see [CheckHolder]).
@@ -52,7 +51,7 @@ const (
 	keySealed = 1 // sealed to the TPM
 )
 
-// Credentials is the store of bridge credentials: per service account a serial number, from which the
+// Credentials is the store of bridge credentials: per account a serial number, from which the
 // credential is derived as HMAC-SHA256(key, account, serial) under a 32-byte key sealed to the TPM. The
 // file holds no secret; revoking deletes the serial, rotating increments it. Safe for concurrent use.
 type Credentials struct {
@@ -201,7 +200,9 @@ func (c *Credentials) issue(user string, created time.Time) (string, CredentialI
 // the directory may stop vouching for it, which a long-lived credential would outlive); and a person whose
 // sign-ins need a second person's approval (dual authorization, which a credential would bypass). It is
 // checked when a credential is issued and again at every authentication, so an account that becomes one
-// of these loses the bridge at once. Rights are not checked here: every stream is decided per camera.
+// of these loses the bridge at once. Rights are not checked here: the right to hold one
+// ([authz.UseBridge]) is decided by whoever issues it (the web pages), and every stream is decided per
+// camera by the bridge.
 func CheckHolder(u authz.User) error {
 	switch {
 	case u.Disabled:
@@ -237,39 +238,6 @@ func (c *Credentials) Info(user string) (CredentialInfo, bool) {
 	defer c.mu.Unlock()
 	r, ok := c.recs[user]
 	return r, ok
-}
-
-// Holders wraps the access-control service given to the bridge so that it accepts the bridge credentials
-// of every account [CheckHolder] allows, people included. The authentication in auth.go accepts bridge
-// credentials of service accounts only (it predates self-issued credentials): through this wrapper an
-// allowed person's account is presented to it as able to hold one, and that person's decisions are put to
-// authz with Via "bridge" (authz refuses a person's account used with Via "token", the API tokens'
-// door), so the audit log reads "alice (bridge bridge-3)". Service accounts pass through unchanged. Use
-// it for Config.Authz; see docs/bridge.md.
-func Holders(az Authz) Authz { return holders{az} }
-
-type holders struct{ Authz }
-
-// User implements Authz.
-func (h holders) User(name string) (authz.User, error) {
-	u, err := h.Authz.User(name)
-	if err != nil || u.Service {
-		return u, err
-	}
-	if CheckHolder(u) == nil {
-		u.Service = true // auth.go: "a service account may use its bridge credential"
-	}
-	return u, nil
-}
-
-// Decide implements Authz.
-func (h holders) Decide(req authz.Request) authz.Decision {
-	if req.Subject.Via == "token" && strings.HasPrefix(req.Subject.Ref, "bridge-") {
-		if u, err := h.Authz.User(req.Subject.User); err == nil && !u.Service {
-			req.Subject.Via = "bridge"
-		}
-	}
-	return h.Authz.Decide(req)
 }
 
 // revoke deletes user's credential.

@@ -1,10 +1,15 @@
 package bridge
 
 import (
+	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
 	"github.com/edgenvr/nvr/appliance/authz"
 )
 
@@ -64,60 +69,114 @@ func TestIssueChecksHolder(t *testing.T) {
 	}
 }
 
-// recordingAuthz answers User from a table and records the requests Decide gets.
-type recordingAuthz struct {
-	users map[string]authz.User
-	reqs  []authz.Request
-}
-
-func (r *recordingAuthz) Decide(req authz.Request) authz.Decision {
-	r.reqs = append(r.reqs, req)
-	return authz.Decision{Allow: true}
-}
-func (r *recordingAuthz) AuthenticateToken(string) (authz.Subject, error) {
-	return authz.Subject{}, authz.ErrBadCredentials
-}
-func (r *recordingAuthz) User(name string) (authz.User, error) {
-	u, ok := r.users[name]
-	if !ok {
-		return authz.User{}, authz.ErrNotFound
-	}
-	return u, nil
-}
-func (r *recordingAuthz) Event(authz.Subject, string, string, string, string, string) {}
-
-// TestHolders: the wrapper presents allowed people to the authentication as able to hold a credential and
-// puts their decisions to authz through the "bridge" door; service accounts and API tokens pass unchanged.
-// (The web tests run it against the real authz and bridge.)
-func TestHolders(t *testing.T) {
-	az := &recordingAuthz{users: map[string]authz.User{
-		"alice": {Name: "alice"},
-		"carol": {Name: "carol", DualAuth: true},
-		"vms":   {Name: "vms", Service: true},
-	}}
-	h := Holders(az)
-	for name, want := range map[string]bool{"alice": true, "carol": false, "vms": true} {
-		u, err := h.User(name)
-		if err != nil || u.Service != want {
-			t.Errorf("%s: service %v, %v", name, u.Service, err)
+// TestPeopleUseTheirCredential: against the real authz and a running bridge, a person's credential (issued
+// as the web page issues it) opens exactly the person's cameras, through the "bridge" door: authz admits
+// it and the audit log names it "alice (bridge bridge-1)", while a service account's stays "vms (token
+// bridge-1)". A person who comes under dual authorization, or is disabled, is refused at the next request
+// (401), and so is a name that holds no credential.
+func TestPeopleUseTheirCredential(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.live.run(ctx, t, 200*time.Millisecond, 600)
+	for _, nu := range []authz.NewUser{
+		{Name: "alice", Password: "copper lantern 71 meadow", Roles: []string{"vms-cam1"}},
+		{Name: "carol", Password: "willow harbour 58 basalt", Roles: []string{"vms-cam1"}},
+		{Name: "nocred", Password: "amber thistle 64 quarry", Roles: []string{"vms-cam1"}},
+	} {
+		if err := e.az.CreateUser(testAdmin, nu, "test"); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if _, err := h.User("nobody"); !errors.Is(err, authz.ErrNotFound) {
-		t.Errorf("unknown account: %v", err)
+	issue := func(name string) string {
+		t.Helper()
+		u, err := e.az.User(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _, err := e.b.cfg.Credentials.Issue(u)
+		if err != nil {
+			t.Fatalf("issue for %s: %v", name, err)
+		}
+		return s
 	}
-	for _, tc := range []struct {
-		sub authz.Subject
-		via string
+	alice, carol := issue("alice"), issue("carol")
+	// describe answers a digest DESCRIBE of path as user (each from its own address: no shared back-off).
+	n := 10
+	describe := func(user, pass, path string) base.StatusCode {
+		t.Helper()
+		n++
+		rc := dialRTSP(t, e.rtsp, false, fmt.Sprintf("127.0.0.%d", n))
+		res, ok := rc.do(base.Describe, path, nil)
+		if !ok {
+			t.Fatal("no challenge")
+		}
+		res, ok = rc.do(base.Describe, path, base.Header{"Authorization": base.HeaderValue{digest(t, res, base.Describe, rc.url(path), user, pass)}})
+		if !ok {
+			t.Fatalf("%s on %s: the connection ended", user, path)
+		}
+		return res.StatusCode
+	}
+	for _, c := range []struct {
+		user, pass, path string
+		want             base.StatusCode
 	}{
-		{authz.Subject{User: "alice", Via: "token", Ref: "bridge-3"}, "bridge"},
-		{authz.Subject{User: "vms", Via: "token", Ref: "bridge-1"}, "token"},
-		{authz.Subject{User: "vms", Via: "token", Ref: "abcd1234"}, "token"},
-		{authz.Subject{}, ""},
+		{"alice", alice, "/cam1", base.StatusOK},
+		{"alice", alice, "/cam2", base.StatusForbidden},
+		{"alice", carol, "/cam1", base.StatusUnauthorized},
+		{"vms", e.vmsCred, "/cam1", base.StatusOK},
+		{"nocred", alice, "/cam1", base.StatusUnauthorized},
 	} {
-		az.reqs = nil
-		h.Decide(authz.Request{Subject: tc.sub, Action: authz.Live, Camera: "cam1"})
-		if len(az.reqs) != 1 || az.reqs[0].Subject.Via != tc.via || az.reqs[0].Subject.User != tc.sub.User || az.reqs[0].Subject.Ref != tc.sub.Ref {
-			t.Errorf("%+v decided as %+v", tc.sub, az.reqs)
+		if got := describe(c.user, c.pass, c.path); got != c.want {
+			t.Errorf("%s on %s: %d, want %d", c.user, c.path, got, c.want)
+		}
+	}
+	// Basic over RTSPS takes a person's credential too.
+	tc := dialRTSP(t, e.rtsps, true, "127.0.0.3")
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:"+alice))
+	if res, ok := tc.do(base.Describe, "/cam1", base.Header{"Authorization": base.HeaderValue{basic}}); !ok || res.StatusCode != base.StatusOK {
+		t.Errorf("alice's credential as Basic over RTSPS: %+v", res)
+	}
+	// Dual authorization and disabling take the bridge away at the next request.
+	if err := e.az.UpdateUser(testAdmin, "carol", []string{"vms-cam1"}, true, false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := describe("carol", carol, "/cam1"); got != base.StatusUnauthorized {
+		t.Errorf("carol under dual authorization: %d", got)
+	}
+	if err := e.az.UpdateUser(testAdmin, "alice", []string{"vms-cam1"}, false, true, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := describe("alice", alice, "/cam1"); got != base.StatusUnauthorized {
+		t.Errorf("alice disabled: %d", got)
+	}
+
+	entries, err := e.az.AuditEntries(authz.AuditFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{
+		"alice (bridge bridge-1) camera.live camera/cam1 allow": false,
+		"alice (bridge bridge-1) camera.live camera/cam2 deny":  false,
+		"vms (token bridge-1) camera.live camera/cam1 allow":    false,
+		"alice bridge.login bridge failure":                     false,
+		"carol bridge.login bridge failure":                     false,
+	}
+	for _, en := range entries {
+		k := en.Subject + " " + en.Action + " " + en.Object + " " + en.Result
+		if _, ok := want[k]; ok {
+			want[k] = true
+		}
+		if strings.Contains(en.Reason, "wrong door") {
+			t.Errorf("authz refused a door: %+v", en)
+		}
+		if strings.Contains(en.Subject+en.Reason, alice) || strings.Contains(en.Subject+en.Reason, carol) {
+			t.Error("a credential is in the audit log")
+		}
+	}
+	for k, seen := range want {
+		if !seen {
+			t.Errorf("not in the audit log: %s", k)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sort"
 	"time"
 
 	"github.com/edgenvr/nvr/appliance/authz"
@@ -34,8 +33,10 @@ type BridgeCredential struct {
 	User   string    `json:"user"`
 	Serial uint64    `json:"serial"`
 	Issued time.Time `json:"issued"`
-	// State is empty while the credential works, else why it does not ("account deleted", "account
-	// disabled", ...): the next request with it is refused.
+	// State is empty while the credential is in order, else what is wrong with it: the account is deleted,
+	// disabled or may not hold one ("account deleted", ...: the bridge refuses its next request), or no
+	// role of the account grants the bridge right any more (the bridge still opens the account's cameras
+	// with it until it is revoked; it cannot be renewed).
 	State string `json:"state,omitempty"`
 }
 
@@ -65,40 +66,28 @@ type bridgeError struct {
 
 func (e *bridgeError) Error() string { return e.msg }
 
-// mayUseBridge decides whether the caller may issue their own bridge credential: they must be allowed to
-// watch at least one camera live or play its recordings back now. The question is put to authz (and
-// audited) camera by camera until one is allowed; the bridge decides again for every stream.
-func (s *Server) mayUseBridge(r *http.Request, c *caller) (bool, string) {
-	var cams []string
-	if s.cfg.Status != nil {
-		for _, cs := range s.cfg.Status.Dashboard().Cameras {
-			cams = append(cams, cs.Name)
-		}
+// mayHoldBridge decides whether holder may hold a bridge credential: one decision on the bridge right
+// (authz.UseBridge), audited. It opens no camera: the bridge decides camera.live or camera.playback for
+// every stream it serves.
+func (s *Server) mayHoldBridge(r *http.Request, holder authz.Subject) (bool, string) {
+	d := s.az.Decide(authz.Request{Subject: holder, Source: source(r), Action: authz.UseBridge})
+	if d.Allow {
+		return true, ""
 	}
-	sort.Strings(cams)
-	reason := "no camera to watch"
-	for _, cam := range cams {
-		for _, act := range []authz.Action{authz.Live, authz.Playback} {
-			d := s.az.Decide(authz.Request{Subject: c.sub, Source: source(r), Action: act, Camera: cam})
-			if d.Allow {
-				return true, ""
-			}
-			reason = d.Reason
-		}
-	}
-	return false, "no role lets you watch a camera live or play its recordings back (" + reason + ")"
+	return false, d.Reason + ": the right to take video out over the RTSP bridge"
 }
 
 // issueBridge issues (or rotates) the bridge credential of name, or of the caller when name is empty or
-// theirs. A caller issues their own if they may watch a camera; an administrator (the users right) issues
-// one for a service account. Nobody issues one for another person: a credential that acts as a person is
-// only ever seen by that person. Every outcome is audited.
+// theirs. The holder needs the bridge right (authz.UseBridge): a caller issues their own if their roles
+// grant it; an administrator (the users right) issues one for a service account whose roles grant it.
+// Nobody issues one for another person: a credential that acts as a person is only ever seen by that
+// person. Every outcome is audited.
 func (s *Server) issueBridge(r *http.Request, c *caller, name string) (string, BridgeCredential, error) {
 	src := source(r)
 	self := name == "" || name == c.sub.User
 	if self {
 		name = c.sub.User
-		if ok, why := s.mayUseBridge(r, c); !ok {
+		if ok, why := s.mayHoldBridge(r, c.sub); !ok {
 			return "", BridgeCredential{}, &bridgeError{http.StatusForbidden, "denied: " + why}
 		}
 	} else if d := s.az.Decide(authz.Request{Subject: c.sub, Source: src, Action: authz.ManageUsers}); !d.Allow {
@@ -112,6 +101,13 @@ func (s *Server) issueBridge(r *http.Request, c *caller, name string) (string, B
 		s.az.Event(c.sub, auditBridgeIssue, "user/"+name, "refused", "another person's credential", src)
 		return "", BridgeCredential{}, &bridgeError{http.StatusForbidden,
 			"a person issues their own bridge credential, signed in: nobody else may see it"}
+	}
+	if !self {
+		// The service account holds it: its roles must grant the right ("token" is a service account's
+		// only door).
+		if ok, why := s.mayHoldBridge(r, authz.Subject{User: name, Via: "token"}); !ok {
+			return "", BridgeCredential{}, &bridgeError{http.StatusForbidden, "denied for " + name + ": " + why}
+		}
 	}
 	secret, info, err := s.cfg.Bridge.Issue(u)
 	switch {
@@ -199,6 +195,7 @@ func bridgeURL(l BridgeListener, r *http.Request) string {
 
 type bridgeData struct {
 	User      string
+	MayIssue  bool // the caller's roles grant the bridge right (display only: issuing decides again)
 	Mine      *BridgeCredential
 	Secret    string // the credential just issued, shown once
 	For       string // whose credential Secret is
@@ -209,7 +206,7 @@ type bridgeData struct {
 }
 
 func (s *Server) bridgeShow(w http.ResponseWriter, r *http.Request, c *caller, code int, errMsg, msg, secret, forUser string) {
-	d := bridgeData{User: c.sub.User, Secret: secret, For: forUser,
+	d := bridgeData{User: c.sub.User, Secret: secret, For: forUser, MayIssue: s.az.Visible(c.sub, authz.UseBridge),
 		ReplayNow: s.cfg.Now().Add(-10 * time.Minute).UTC().Format("20060102T150405Z")}
 	if m, ok := s.cfg.Bridge.Get(c.sub.User); ok {
 		d.Mine = &m

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -72,6 +73,8 @@ func (s *testBridgeStore) List() []BridgeCredential {
 			c.State = "account deleted"
 		} else if err := bridge.CheckHolder(u); err != nil {
 			c.State = err.Error()
+		} else if !s.az.Visible(authz.Subject{User: u.Name, Via: bridge.Door(u)}, authz.UseBridge) {
+			c.State = "no role grants system.bridge any more"
 		}
 		out = append(out, c)
 	}
@@ -229,7 +232,7 @@ func startBridgeEnv(t *testing.T) *bridgeEnv {
 	st.az = e.az
 	live := newClipLive(t)
 	ready := make(chan net.Addr, 1)
-	br, err := bridge.New(bridge.Config{RTSPAddr: "127.0.0.1:0", Authz: bridge.Holders(e.az), Credentials: creds, Live: live.subscribe,
+	br, err := bridge.New(bridge.Config{RTSPAddr: "127.0.0.1:0", Authz: e.az, Credentials: creds, Live: live.subscribe,
 		Ready: func(rtsp, _ net.Addr) { ready <- rtsp }}, e.srv.log.With("part", "bridge"))
 	if err != nil {
 		t.Fatal(err)
@@ -312,10 +315,12 @@ func TestBridgeCredentialRules(t *testing.T) {
 	adminSecret := e.adminSetup(adminC, "admin", adminPassword)
 	e.login(adminC, "admin", adminPassword, adminSecret)
 	admin := authz.Subject{User: "admin", Via: "session"}
+	bridgeRight := []authz.Action{authz.UseBridge}
 	for _, r := range []authz.Role{
-		{Name: "cam1-viewer", Cameras: map[string][]authz.Action{"cam1": {authz.Live}}},
-		{Name: "gate-playback", Cameras: map[string][]authz.Action{"gate": {authz.Playback}}},
+		{Name: "cam1-viewer", Cameras: map[string][]authz.Action{"cam1": {authz.Live}}, System: bridgeRight},
+		{Name: "gate-playback", Cameras: map[string][]authz.Action{"gate": {authz.Playback}}, System: bridgeRight},
 		{Name: "status-only", System: []authz.Action{authz.ViewStatus}},
+		{Name: "cam1-watch", Cameras: map[string][]authz.Action{"cam1": {authz.Live}}},
 	} {
 		if err := e.az.PutRole(admin, r, ""); err != nil {
 			t.Fatal(err)
@@ -326,7 +331,9 @@ func TestBridgeCredentialRules(t *testing.T) {
 		{Name: "viewer", Password: pw, Roles: []string{"cam1-viewer"}},
 		{Name: "guard", Password: pw, Roles: []string{"gate-playback"}},
 		{Name: "clerk", Password: pw, Roles: []string{"status-only"}},
+		{Name: "watcher", Password: pw, Roles: []string{"cam1-watch"}},
 		{Name: "vms", Service: true, Roles: []string{"cam1-viewer"}},
+		{Name: "feed", Service: true, Roles: []string{"cam1-watch"}},
 	} {
 		if err := e.az.CreateUser(admin, u, ""); err != nil {
 			t.Fatal(err)
@@ -376,20 +383,29 @@ func TestBridgeCredentialRules(t *testing.T) {
 		t.Errorf("the new credential: codec %q width %d: %s", c, w, msg)
 	}
 
-	// Playback of one camera is enough to issue one's own; a role without any camera is not.
+	// The bridge right is what lets one hold a credential (one decision, audited); watching a camera
+	// without it is not enough, and the page offers no issue button then.
 	guardC := e.client("")
 	e.enrolLogin(guardC, "guard", pw)
 	if code, body := pagePost(guardC, url.Values{"op": {"issue"}}); code != 200 || !bridgeSecretRE.MatchString(body) {
-		t.Errorf("guard (playback of gate): %d", code)
+		t.Errorf("guard (playback of gate, bridge right): %d", code)
 	}
-	clerkC := e.client("")
-	e.enrolLogin(clerkC, "clerk", pw)
-	if code, body := pagePost(clerkC, url.Values{"op": {"issue"}}); code != 403 || bridgeSecretRE.MatchString(body) ||
-		!strings.Contains(body, "no role lets you watch a camera") {
-		t.Errorf("clerk (no camera): %d %.1500s", code, body)
+	if !e.audited("system.bridge", "system", "allow", "guard (session") {
+		t.Error("the guard's bridge right is not decided")
 	}
-	if !e.audited("camera.live", "camera/cam1", "deny", "clerk (session") {
-		t.Error("the clerk's refusal is not audited")
+	for _, who := range []string{"clerk", "watcher"} {
+		wc := e.client("")
+		e.enrolLogin(wc, who, pw)
+		if _, body, _ := e.get(wc, "/bridge"); !strings.Contains(body, `id="bridge-no-right"`) || strings.Contains(body, `id="bridge-issue"`) {
+			t.Errorf("%s's page offers to issue: %.2000s", who, body)
+		}
+		if code, body := pagePost(wc, url.Values{"op": {"issue"}}); code != 403 || bridgeSecretRE.MatchString(body) ||
+			!strings.Contains(body, "no role grants system.bridge") {
+			t.Errorf("%s (no bridge right): %d %.1500s", who, code, body)
+		}
+		if !e.audited("system.bridge", "system", "deny", who+" (session") {
+			t.Errorf("the refusal of %s is not audited", who)
+		}
 	}
 	// Nobody issues for someone else, except an administrator for a service account.
 	if code, _ := pagePost(viewerC, url.Values{"op": {"issue"}, "name": {"vms"}}); code != 403 {
@@ -401,6 +417,14 @@ func TestBridgeCredentialRules(t *testing.T) {
 	if !e.audited("bridge.credential.issue", "user/viewer", "refused", "admin") {
 		t.Error("the refused issue is not audited")
 	}
+	// A service account whose roles lack the bridge right gets none, even from an administrator.
+	if code, body := pagePost(adminC, url.Values{"op": {"issue"}, "name": {"feed"}}); code != 403 || bridgeSecretRE.MatchString(body) ||
+		!strings.Contains(body, "denied for feed") {
+		t.Errorf("the admin issued for feed (no bridge right): %d %.1500s", code, body)
+	}
+	if !e.audited("system.bridge", "system", "deny", "feed") {
+		t.Error("feed's missing right is not decided")
+	}
 	code, body = pagePost(adminC, url.Values{"op": {"issue"}, "name": {"vms"}})
 	if m = bridgeSecretRE.FindStringSubmatch(body); code != 200 || m == nil {
 		t.Fatalf("admin for vms: %d", code)
@@ -408,6 +432,34 @@ func TestBridgeCredentialRules(t *testing.T) {
 	secrets = append(secrets, m[1])
 	if !strings.Contains(body, `id="bridge-all"`) || !strings.Contains(body, "<td>viewer</td>") || !strings.Contains(body, "<td>guard</td>") {
 		t.Error("the admin's page does not list every credential")
+	}
+
+	// The role editor shows the bridge right like the others; taking it away from a role (through the
+	// form) stops renewals at once and marks the credentials its holders still have for the administrator.
+	_, users, usersTok := e.get(adminC, "/users")
+	if !strings.Contains(users, `name="sys_system.bridge" checked`) || strings.Count(users, `name="sys_system.bridge"`) < 5 {
+		t.Errorf("the role editor does not show the bridge right: %d forms", strings.Count(users, `name="sys_system.bridge"`))
+	}
+	resp := e.post(adminC, "/roles", url.Values{"csrf": {usersTok}, "op": {"put"}, "name": {"gate-playback"}, "cameras": {"gate"},
+		"cam_camera.playback": {"on"}, "schedule": {""}, "max_age_hours": {"0"}})
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("role editor: %d", resp.StatusCode)
+	}
+	if code, body := pagePost(guardC, url.Values{"op": {"issue"}}); code != 403 || bridgeSecretRE.MatchString(body) ||
+		!strings.Contains(body, `id="bridge-no-right"`) || !strings.Contains(body, "can still be revoked") {
+		t.Errorf("guard renewed without the right: %d %.1500s", code, body)
+	}
+	if _, body, _ := e.get(adminC, "/bridge"); !strings.Contains(body, "no role grants system.bridge any more") {
+		t.Error("the administrator's list does not mark guard's credential")
+	}
+	resp = e.post(adminC, "/roles", url.Values{"csrf": {usersTok}, "op": {"put"}, "name": {"gate-playback"}, "cameras": {"gate"},
+		"cam_camera.playback": {"on"}, "sys_system.bridge": {"on"}, "schedule": {""}, "max_age_hours": {"0"}})
+	resp.Body.Close()
+	if rs, _ := e.az.Roles(); resp.StatusCode != 200 || !slices.ContainsFunc(rs, func(r authz.Role) bool {
+		return r.Name == "gate-playback" && slices.Contains(r.System, authz.UseBridge)
+	}) {
+		t.Errorf("the role editor did not grant the bridge right: %d", resp.StatusCode)
 	}
 
 	// The API: a service account issues its own with its API token; a session needs the CSRF header.
@@ -475,7 +527,7 @@ func TestBridgeCredentialRules(t *testing.T) {
 	// Disabling an account stops its credential at once (the bridge checks the account at every
 	// request) and forgets it, so enabling the account again does not bring it back.
 	_, _, tok := e.get(adminC, "/users")
-	resp := e.post(adminC, "/users", url.Values{"csrf": {tok}, "op": {"update"}, "name": {"vms"}, "roles": {"cam1-viewer"}, "disabled": {"on"}})
+	resp = e.post(adminC, "/users", url.Values{"csrf": {tok}, "op": {"update"}, "name": {"vms"}, "roles": {"cam1-viewer"}, "disabled": {"on"}})
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("disable vms: %d", resp.StatusCode)
@@ -541,7 +593,7 @@ func TestBrowserBridgeCredential(t *testing.T) {
 	e.adminSetup(adminC, "admin", adminPassword)
 	admin := authz.Subject{User: "admin", Via: "session"}
 	if err := e.az.PutRole(admin, authz.Role{Name: "cam1-viewer", Cameras: map[string][]authz.Action{"cam1": {authz.Live, authz.Playback}},
-		System: []authz.Action{authz.ViewStatus}}, ""); err != nil {
+		System: []authz.Action{authz.ViewStatus, authz.UseBridge}}, ""); err != nil {
 		t.Fatal(err)
 	}
 	const pw = "thistle harbour 77 amber"
