@@ -74,7 +74,7 @@ func (s *Server) mayHoldBridge(r *http.Request, holder authz.Subject) (bool, str
 	if d.Allow {
 		return true, ""
 	}
-	return false, d.Reason + ": the right to take video out over the RTSP bridge"
+	return false, d.Reason + " (the right to take video out over the RTSP bridge)"
 }
 
 // issueBridge issues (or rotates) the bridge credential of name, or of the caller when name is empty or
