@@ -230,6 +230,16 @@ func TestReplayClockRange(t *testing.T) {
 		t.Errorf("PLAY Range %q", got)
 	}
 
+	// A start inside the last frame of a fragment belongs to that fragment: the replay starts at its key
+	// frame, not at the next fragment's. (Fragments 20 ms off the second, since clients send whole seconds.)
+	off := start.Add(20*time.Second + 20*time.Millisecond)
+	e.rec.addSegments(t, "cam1", off, 10, 5)
+	inLast := base.Header{"Range": base.HeaderValue{"clock=" + formatClock(off.Add(7*time.Second).Truncate(time.Second)) + "-"}}
+	r = play(t, "rtsp", e.rtsp, "vms", e.vmsCred, "/cam1/replay", inLast, func(r readResult) bool { return r.packets > 0 })
+	if r.firstTS != ticks32(off.Add(6*time.Second)) {
+		t.Errorf("start in the last frame of a fragment: first timestamp %d, want the key frame at %d", r.firstTS, ticks32(off.Add(6*time.Second)))
+	}
+
 	// Scale 4: 4 s of recording in about a second; the answer says the scale.
 	hdr["Scale"] = base.HeaderValue{"4"}
 	hdr["Require"] = base.HeaderValue{"onvif-replay"}

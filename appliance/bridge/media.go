@@ -81,6 +81,7 @@ func (t track) sameCodec(u track) bool { return t.h265 == u.h265 }
 // frame is one access unit of a recorded fragment.
 type frame struct {
 	DTS, PTS int64 // 90 kHz ticks since the Unix epoch
+	Dur      int64 // how long the frame lasts, in 90 kHz ticks (0 if the recording does not say)
 	Key      bool
 	AU       [][]byte
 }
@@ -118,7 +119,7 @@ func fragmentFrames(b []byte, h265 bool) ([]frame, error) {
 				if len(au) == 0 || len(au) > maxNALUsPerFrame {
 					return nil, fmt.Errorf("parse fragment: sample with %d NAL units", len(au))
 				}
-				out = append(out, frame{DTS: dts, PTS: dts + int64(s.PTSOffset), Key: !s.IsNonSyncSample, AU: au})
+				out = append(out, frame{DTS: dts, PTS: dts + int64(s.PTSOffset), Dur: int64(s.Duration), Key: !s.IsNonSyncSample, AU: au})
 				dts += int64(s.Duration)
 			}
 		}

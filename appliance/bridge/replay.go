@@ -220,8 +220,10 @@ func (r *replay) seek(c *cursor, start, end time.Time) (int64, error) {
 			if !ok {
 				break
 			}
+			// A frame shows from its time until the next: a start inside the fragment's last frame belongs
+			// to this fragment, not to the next one.
 			last := c.frames[len(c.frames)-1]
-			if last.DTS < want {
+			if last.DTS+max(last.Dur, 1) <= want {
 				continue // the fragment ends before the start
 			}
 			// Start at the latest key frame at or before the requested time (or the first after a gap).
