@@ -15,7 +15,7 @@ require (
 require (
 	filippo.io/age v1.2.1 // indirect
 	github.com/Azure/go-ntlmssp v0.1.1 // indirect
-	github.com/abema/go-mp4 v1.5.0 // indirect
+	github.com/abema/go-mp4 v1.5.0
 	github.com/beevik/etree v1.1.0 // indirect
 	github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
