@@ -70,8 +70,8 @@ func TestBridgeLiveAndReplay(t *testing.T) {
 	admin := authz.Subject{User: "admin", Via: "session", Ref: "test"}
 	for _, r := range []authz.Role{
 		{Name: "admins", System: []authz.Action{authz.ManageUsers}},
-		{Name: "vms-cam1", Cameras: map[string][]authz.Action{"cam1": {authz.Live, authz.Playback}}},
-		{Name: "vms-cam2", Cameras: map[string][]authz.Action{"cam2": {authz.Live, authz.Playback}}},
+		{Name: "vms-cam1", System: []authz.Action{authz.UseBridge}, Cameras: map[string][]authz.Action{"cam1": {authz.Live, authz.Playback}}},
+		{Name: "vms-cam2", System: []authz.Action{authz.UseBridge}, Cameras: map[string][]authz.Action{"cam2": {authz.Live, authz.Playback}}},
 	} {
 		if err := az.PutRole(admin, r, "test"); err != nil {
 			t.Fatal(err)
@@ -644,7 +644,7 @@ func BenchmarkBridgeReplayStart(b *testing.B) {
 	az := newBridgeAuthz(b, log)
 	admin := authz.Subject{User: "admin", Via: "session"}
 	_ = az.PutRole(admin, authz.Role{Name: "admins", System: []authz.Action{authz.ManageUsers}}, "bench")
-	_ = az.PutRole(admin, authz.Role{Name: "vms", Cameras: map[string][]authz.Action{"cam1": {authz.Playback}}}, "bench")
+	_ = az.PutRole(admin, authz.Role{Name: "vms", System: []authz.Action{authz.UseBridge}, Cameras: map[string][]authz.Action{"cam1": {authz.Playback}}}, "bench")
 	_ = az.CreateUser(admin, authz.NewUser{Name: "admin", Password: "correct horse battery staple 9", Roles: []string{"admins"}}, "bench")
 	_ = az.CreateUser(admin, authz.NewUser{Name: "vms", Service: true, Roles: []string{"vms"}}, "bench")
 	readyc := make(chan *bridge.Bridge, 1)

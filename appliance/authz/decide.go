@@ -12,7 +12,8 @@ import (
 // Subject is who asks: a user through a session or a service account through an API token.
 type Subject struct {
 	User string
-	// Via is "session", "token" or "login" (during the login flow).
+	// Via is "session", "token" (an API token, or a service account's bridge credential), "bridge" (a
+	// person's bridge credential) or "login" (during the login flow).
 	Via string
 	// Ref is a non-secret reference to the session or token (its public id), for the audit log.
 	Ref string

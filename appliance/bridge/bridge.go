@@ -234,7 +234,7 @@ func (b *Bridge) Stats() Stats {
 }
 
 // IssueCredential creates or rotates the bridge credential of service account user and returns it, shown
-// once. by must be allowed to manage users (decided and audited here).
+// once. by must be allowed to manage users, and user to use the bridge (both decided and audited here).
 func (b *Bridge) IssueCredential(by authz.Subject, user, source string) (string, error) {
 	if d := b.cfg.Authz.Decide(authz.Request{Subject: by, Action: authz.ManageUsers, Source: source}); !d.Allow {
 		return "", fmt.Errorf("%w: %s", authz.ErrDenied, d.Reason)
@@ -245,6 +245,9 @@ func (b *Bridge) IssueCredential(by authz.Subject, user, source string) (string,
 	}
 	if !u.Service {
 		return "", fmt.Errorf("bridge credential for %s: not a service account (interactive logins need a second factor)", user)
+	}
+	if d := b.cfg.Authz.Decide(authz.Request{Subject: authz.Subject{User: u.Name, Via: Door(u)}, Action: authz.UseBridge, Source: source}); !d.Allow {
+		return "", fmt.Errorf("%w: %s may not take video out over the bridge: %s", authz.ErrDenied, user, d.Reason)
 	}
 	secret, info, err := b.cfg.Credentials.issue(user, u.Created)
 	if err != nil {

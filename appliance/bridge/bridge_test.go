@@ -395,6 +395,29 @@ func TestRefusals(t *testing.T) {
 		}
 	}
 
+	// A role whose bridge right is withdrawn: the credential its holder already has opens nothing (403,
+	// audited), and works again once the right is given back.
+	describeAs := func(user, pass, path string) *base.Response {
+		rc := dialRTSP(t, e.rtsp, false, "")
+		res, _ := rc.do(base.Describe, path, nil)
+		res, _ = rc.do(base.Describe, path, base.Header{"Authorization": base.HeaderValue{digest(t, res, base.Describe, rc.url(path), user, pass)}})
+		return res
+	}
+	noBridge := authz.Role{Name: "vms-cam2", Cameras: map[string][]authz.Action{"cam2": {authz.Live, authz.Playback}}, MaxRecordingAge: time.Hour}
+	if err := e.az.PutRole(testAdmin, noBridge, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if res := describeAs("other", e.otherCred, "/cam2"); res == nil || res.StatusCode != base.StatusForbidden {
+		t.Fatalf("other on cam2 without the bridge right: %+v, want 403", res)
+	}
+	noBridge.System = []authz.Action{authz.UseBridge}
+	if err := e.az.PutRole(testAdmin, noBridge, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if res := describeAs("other", e.otherCred, "/cam2"); res == nil || res.StatusCode != base.StatusOK {
+		t.Fatalf("other on cam2 with the bridge right back: %+v, want 200", res)
+	}
+
 	// A nonce issued to 127.0.0.1 is stale from 127.0.0.2.
 	res, _ = dialRTSP(t, e.rtsp, false, "").do(base.Describe, "/cam1", nil)
 	rc2 := dialRTSP(t, e.rtsp, false, "127.0.0.2")
@@ -440,6 +463,7 @@ func TestRefusals(t *testing.T) {
 		"vms (token bridge-1)|camera.live|camera/cam2|deny",
 		"vms (token " + strings.Split(strings.TrimPrefix(e.token, "nvrt_"), "_")[0] + ")|camera.live|camera/cam1|allow",
 		"vms|bridge.login|bridge|failure",
+		"other (token bridge-1)|system.bridge|system|deny",
 	} {
 		if !seen[k] {
 			t.Errorf("audit entry %q missing", k)

@@ -4,8 +4,8 @@
 // (Range: clock=…, RFC 2326).
 //
 // It owns: the RTSP request handling on top of gortsplib (paths, Range, Scale and Require), the bridge's
-// authentication (HTTP digest against per-service-account bridge credentials, and Basic with an API token
-// only over RTSPS; see docs/bridge.md), the bridge credential store (a TPM-sealed key from which each
+// authentication (HTTP digest against per-account bridge credentials, and Basic with an API token or a
+// bridge credential only over RTSPS; see docs/bridge.md), the bridge credential store (a TPM-sealed key from which each
 // credential is derived, so no secret is stored in clear), the limits that bound what a hostile client can
 // cost (connections, time to authenticate, request sizes, write queues), and the conversion of recorded
 // fMP4 samples into RTP packets.

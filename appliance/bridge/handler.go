@@ -48,12 +48,15 @@ func (h *handler) authenticate(sc *gortsplib.ServerConn, req *base.Request, act 
 }
 
 // decide puts a request to authz; from is the oldest recorded instant a replay touches.
+//
+// Two rights are decided, each audited: taking video out over the bridge at all (authz.UseBridge, so that a
+// role whose right was withdrawn stops every credential its users already hold), then the camera's.
 func (h *handler) decide(sc *gortsplib.ServerConn, sub authz.Subject, t target, from time.Time) authz.Decision {
-	act := authz.Live
-	if t.replay {
-		act = authz.Playback
+	az, src := h.s.b.cfg.Authz, sourceOf(sc)
+	if d := az.Decide(authz.Request{Subject: sub, Action: authz.UseBridge, Source: src}); !d.Allow {
+		return d
 	}
-	return h.s.b.cfg.Authz.Decide(authz.Request{Subject: sub, Action: act, Camera: t.camera, From: from, Source: sourceOf(sc)})
+	return az.Decide(authz.Request{Subject: sub, Action: action(t), Camera: t.camera, From: from, Source: src})
 }
 
 func action(t target) authz.Action {

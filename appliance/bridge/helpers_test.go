@@ -251,9 +251,9 @@ func newEnv(t testing.TB, mod func(*Config)) *testEnv {
 	})
 	for _, r := range []authz.Role{
 		{Name: "admins", System: []authz.Action{authz.ManageUsers}},
-		{Name: "vms-cam1", Cameras: map[string][]authz.Action{"cam1": {authz.Live, authz.Playback}}},
-		{Name: "bench", Cameras: map[string][]authz.Action{authz.AllCameras: {authz.Live, authz.Playback}}},
-		{Name: "vms-cam2", Cameras: map[string][]authz.Action{"cam2": {authz.Live, authz.Playback}}, MaxRecordingAge: time.Hour},
+		{Name: "vms-cam1", System: []authz.Action{authz.UseBridge}, Cameras: map[string][]authz.Action{"cam1": {authz.Live, authz.Playback}}},
+		{Name: "bench", System: []authz.Action{authz.UseBridge}, Cameras: map[string][]authz.Action{authz.AllCameras: {authz.Live, authz.Playback}}},
+		{Name: "vms-cam2", System: []authz.Action{authz.UseBridge}, Cameras: map[string][]authz.Action{"cam2": {authz.Live, authz.Playback}}, MaxRecordingAge: time.Hour},
 	} {
 		if err := az.PutRole(testAdmin, r, "test"); err != nil {
 			t.Fatal(err)
