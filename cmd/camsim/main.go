@@ -9,7 +9,9 @@
 // and pull-point events; with -discovery it answers WS-Discovery probes. The
 // -user/-password-file account is every device's initial administrator; once
 // an ONVIF client changes a device's users, RTSP for that camera accepts
-// those users instead.
+// those users instead. -account adds further accounts (a factory "service"
+// account, an installer's), each with its password read from a file, and
+// -fixed-account makes one of them built in (DeleteUsers refuses it).
 //
 // A loopback-only HTTP control endpoint reports per-camera statistics
 // (GET /stats) and injects faults (POST /fault): dropped sessions, stalls,
@@ -40,6 +42,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -83,8 +86,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.DiscoveryIface, "discovery", "", "answer WS-Discovery probes on this interface (needs -onvif)")
 	fs.StringVar(&cfg.ONVIFStateFile, "onvif-state", "", "write every ONVIF device's state (users, firmware, identity) here as JSON, for tests")
 	fs.DurationVar(&cfg.ONVIFReboot, "onvif-reboot", time.Second, "how long a simulated reboot (after SystemReboot or a firmware upgrade) lasts")
+	var accounts []string
+	fixed := map[string]bool{}
+	fs.Func("account", "extra ONVIF account on every camera, NAME:LEVEL:PASSWORD-FILE (level Administrator, Operator, User or Anonymous; the password is the file's first line); repeatable", func(v string) error {
+		accounts = append(accounts, v)
+		return nil
+	})
+	fs.Func("fixed-account", "an -account NAME that the cameras keep built in: DeleteUsers refuses it; repeatable", func(v string) error {
+		fixed[v] = true
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	for _, v := range accounts {
+		a, err := parseAccount(v)
+		if err != nil {
+			return err
+		}
+		if a.Name == *user || slices.ContainsFunc(cfg.Accounts, func(x Account) bool { return x.Name == a.Name }) {
+			return fmt.Errorf("-account %q given twice", a.Name)
+		}
+		a.Fixed = fixed[a.Name]
+		delete(fixed, a.Name)
+		cfg.Accounts = append(cfg.Accounts, a)
+	}
+	for name := range fixed {
+		return fmt.Errorf("-fixed-account %q: no -account of that name", name)
+	}
+	if len(cfg.Accounts) > 0 && cfg.ONVIFAddr == "" {
+		return errors.New("-account needs -onvif")
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))

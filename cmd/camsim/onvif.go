@@ -23,6 +23,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,6 +77,8 @@ type onvifUser struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
 	Level    string `json:"level"`
+	Fixed    bool   `json:"fixed,omitempty"`  // DeleteUsers refuses it (a built-in account)
+	Locked   bool   `json:"locked,omitempty"` // SetUser refuses it too
 }
 
 // onvifState is a device's state as written to the -onvif-state file, which
@@ -145,8 +148,17 @@ type onvifSet struct {
 	fileMu sync.Mutex
 }
 
-// newOnvifSet creates n devices, all with the given initial administrator.
-func newOnvifSet(n int, user, password string, stateFile string, reboot time.Duration, log *slog.Logger) (*onvifSet, error) {
+// newOnvifSet creates n devices, all with the given initial administrator
+// and the extra accounts.
+func newOnvifSet(n int, user, password string, accounts []Account, stateFile string, reboot time.Duration, log *slog.Logger) (*onvifSet, error) {
+	if 1+len(accounts) > maxUsers {
+		return nil, fmt.Errorf("%d accounts per camera: at most %d", 1+len(accounts), maxUsers)
+	}
+	for i, a := range accounts {
+		if a.Name == user || slices.ContainsFunc(accounts[:i], func(x Account) bool { return x.Name == a.Name }) {
+			return nil, fmt.Errorf("account %q given twice", a.Name)
+		}
+	}
 	s := &onvifSet{log: log, byName: map[string]*onvifDevice{}, stateFile: stateFile, reboot: reboot, now: time.Now}
 	for i := 1; i <= n; i++ {
 		d := &onvifDevice{
@@ -160,6 +172,9 @@ func newOnvifSet(n int, user, password string, stateFile string, reboot time.Dur
 			uploads:  map[string]time.Time{},
 			subs:     map[string]*subscription{},
 			users:    []onvifUser{{Username: user, Password: password, Level: levelAdmin}},
+		}
+		for _, a := range accounts {
+			d.users = append(d.users, onvifUser{Username: a.Name, Password: a.Password, Level: a.Level, Fixed: a.Fixed})
 		}
 		if err := d.newIdentity(); err != nil {
 			return nil, err
@@ -297,13 +312,14 @@ func (s *onvifSet) saveState() {
 
 // soapFault is an error that becomes a SOAP fault response.
 type soapFault struct {
-	status  int
-	code    string // env:Sender or env:Receiver
-	subcode string // e.g. ter:NotAuthorized
-	reason  string
+	status   int
+	code     string // env:Sender or env:Receiver
+	subcode  string // e.g. ter:NotAuthorized
+	subcode2 string // the specification's second level, e.g. ter:UsernameMissing; may be empty
+	reason   string
 }
 
-func (f *soapFault) Error() string { return f.subcode + ": " + f.reason }
+func (f *soapFault) Error() string { return f.subcode + " " + f.subcode2 + ": " + f.reason }
 
 func faultSender(sub, reason string) *soapFault {
 	return &soapFault{status: http.StatusBadRequest, code: "env:Sender", subcode: sub, reason: reason}
@@ -423,29 +439,29 @@ var adminOnly = map[string]bool{
 	"UpgradeSystemFirmware": true, "SystemReboot": true, "GetUsers": true,
 }
 
-// authenticate checks a WS-UsernameToken digest and returns the user's level.
-// Nonces are remembered so a captured request cannot be replayed.
-func (d *onvifDevice) authenticate(tok *usernameToken) (string, error) {
+// authenticate checks a WS-UsernameToken digest and returns the user's name
+// and level. Nonces are remembered so a captured request cannot be replayed.
+func (d *onvifDevice) authenticate(tok *usernameToken) (string, string, error) {
 	if tok == nil || tok.Username == "" {
-		return "", errNotAuthorized
+		return "", "", errNotAuthorized
 	}
 	if !strings.HasSuffix(tok.Password.Type, "#PasswordDigest") {
-		return "", errNotAuthorized // plain text passwords are refused
+		return "", "", errNotAuthorized // plain text passwords are refused
 	}
 	nonce, err := base64.StdEncoding.DecodeString(strings.TrimSpace(tok.Nonce))
 	if err != nil || len(nonce) < 8 || len(nonce) > 64 {
-		return "", errNotAuthorized
+		return "", "", errNotAuthorized
 	}
 	created, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(tok.Created))
 	now := d.sim.now()
 	if err != nil || created.Before(now.Add(-createdSkew)) || created.After(now.Add(createdSkew)) {
-		return "", errNotAuthorized
+		return "", "", errNotAuthorized
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	key := tok.Username + "\x00" + tok.Nonce + "\x00" + tok.Created
 	if _, seen := d.nonces[key]; seen {
-		return "", errNotAuthorized
+		return "", "", errNotAuthorized
 	}
 	for _, u := range d.users {
 		if u.Username != tok.Username {
@@ -457,7 +473,7 @@ func (d *onvifDevice) authenticate(tok *usernameToken) (string, error) {
 		h.Write([]byte(u.Password))
 		want := base64.StdEncoding.EncodeToString(h.Sum(nil))
 		if subtle.ConstantTimeCompare([]byte(want), []byte(strings.TrimSpace(tok.Password.Text))) != 1 {
-			return "", errNotAuthorized
+			return "", "", errNotAuthorized
 		}
 		d.nonces[key] = now
 		d.nonceOrder = append(d.nonceOrder, key)
@@ -465,9 +481,9 @@ func (d *onvifDevice) authenticate(tok *usernameToken) (string, error) {
 			delete(d.nonces, d.nonceOrder[0])
 			d.nonceOrder = d.nonceOrder[1:]
 		}
-		return u.Level, nil
+		return u.Username, u.Level, nil
 	}
-	return "", errNotAuthorized
+	return "", "", errNotAuthorized
 }
 
 // handler serves one device's ONVIF endpoints and firmware uploads.
@@ -503,9 +519,13 @@ func (d *onvifDevice) serveSOAP(w http.ResponseWriter, r *http.Request) {
 		d.log.Error("ONVIF request failed", "err", err)
 		f = &soapFault{status: http.StatusInternalServerError, code: "env:Receiver", subcode: "ter:Action", reason: "internal error"}
 	}
-	d.log.Debug("ONVIF fault", "path", r.URL.Path, "fault", f.subcode)
-	writeSOAP(w, f.status, fmt.Sprintf(`<env:Fault><env:Code><env:Value>%s</env:Value><env:Subcode><env:Value>%s</env:Value></env:Subcode></env:Code><env:Reason><env:Text xml:lang="en">%s</env:Text></env:Reason></env:Fault>`,
-		f.code, f.subcode, esc(f.reason)))
+	d.log.Debug("ONVIF fault", "path", r.URL.Path, "fault", f.subcode, "detail", f.subcode2)
+	inner := ""
+	if f.subcode2 != "" {
+		inner = `<env:Subcode><env:Value>` + f.subcode2 + `</env:Value></env:Subcode>`
+	}
+	writeSOAP(w, f.status, fmt.Sprintf(`<env:Fault><env:Code><env:Value>%s</env:Value><env:Subcode><env:Value>%s</env:Value>%s</env:Subcode></env:Code><env:Reason><env:Text xml:lang="en">%s</env:Text></env:Reason></env:Fault>`,
+		f.code, f.subcode, inner, esc(f.reason)))
 }
 
 const soapNamespaces = `xmlns:env="http://www.w3.org/2003/05/soap-envelope" ` +
@@ -535,14 +555,17 @@ func esc(s string) string {
 
 // dispatch authenticates and runs one operation, returning the Body content.
 func (d *onvifDevice) dispatch(ctx context.Context, path string, req *request) (string, error) {
+	self := ""
 	if !preAuth[req.op] {
-		level, err := d.authenticate(req.token)
+		user, level, err := d.authenticate(req.token)
 		if err != nil {
 			return "", err
 		}
-		if adminOnly[req.op] && level != levelAdmin {
+		// Anonymous accounts reach only the PRE_AUTH operations.
+		if level == levelAnonymous || adminOnly[req.op] && level != levelAdmin {
 			return "", errNotAuthorized
 		}
+		self = user
 	}
 	base := req.scheme + "://" + req.host
 	if id, ok := strings.CutPrefix(path, "/onvif/events/subscription/"); ok {
@@ -569,17 +592,13 @@ func (d *onvifDevice) dispatch(ctx context.Context, path string, req *request) (
 	case "GetScopes":
 		return `<tds:GetScopesResponse><tds:Scopes><tt:ScopeDef>Fixed</tt:ScopeDef><tt:ScopeItem>onvif://www.onvif.org/type/video_encoder</tt:ScopeItem></tds:Scopes><tds:Scopes><tt:ScopeDef>Fixed</tt:ScopeDef><tt:ScopeItem>onvif://www.onvif.org/hardware/CamSim-1080</tt:ScopeItem></tds:Scopes></tds:GetScopesResponse>`, nil
 	case "GetUsers":
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		var b strings.Builder
-		b.WriteString(`<tds:GetUsersResponse>`)
-		for _, u := range d.users {
-			fmt.Fprintf(&b, `<tds:User><tt:Username>%s</tt:Username><tt:UserLevel>%s</tt:UserLevel></tds:User>`, esc(u.Username), esc(u.Level))
-		}
-		b.WriteString(`</tds:GetUsersResponse>`)
-		return b.String(), nil
-	case "SetUser", "CreateUsers":
-		return d.opUsers(req)
+		return d.opGetUsers(), nil
+	case "CreateUsers":
+		return d.opCreateUsers(req)
+	case "SetUser":
+		return d.opSetUser(req)
+	case "DeleteUsers":
+		return d.opDeleteUsers(req, self)
 	case "SystemReboot":
 		d.startReboot()
 		return `<tds:SystemRebootResponse><tds:Message>Rebooting</tds:Message></tds:SystemRebootResponse>`, nil
@@ -674,71 +693,6 @@ func wrap(inner []byte) []byte {
 	return append(append([]byte("<Body>"), inner...), "</Body>"...)
 }
 
-func (d *onvifDevice) opUsers(req *request) (string, error) {
-	type user struct {
-		Username  string `xml:"Username"`
-		Password  string `xml:"Password"`
-		UserLevel string `xml:"UserLevel"`
-	}
-	var in struct {
-		Set    []user `xml:"SetUser>User"`
-		Create []user `xml:"CreateUsers>User"`
-		Users  []user `xml:"-"`
-	}
-	err := xml.Unmarshal(wrap(req.body), &in)
-	in.Users = append(in.Set, in.Create...)
-	if err != nil || len(in.Users) == 0 {
-		return "", faultSender("ter:InvalidArgVal", "malformed "+req.op)
-	}
-	d.mu.Lock()
-	if req.op == "SetUser" && d.faults[onvifFaultRejectSetUser] {
-		d.mu.Unlock()
-		return "", &soapFault{status: http.StatusBadRequest, code: "env:Receiver", subcode: "ter:Action", reason: "user change refused by device policy"}
-	}
-	users := append([]onvifUser(nil), d.users...)
-	for _, u := range in.Users {
-		switch u.UserLevel {
-		case levelAdmin, levelOperator, levelUser:
-		default:
-			d.mu.Unlock()
-			return "", faultSender("ter:InvalidArgVal", "unknown user level")
-		}
-		if u.Username == "" || len(u.Username) > 64 || len(u.Password) > 256 {
-			d.mu.Unlock()
-			return "", faultSender("ter:InvalidArgVal", "bad username or password length")
-		}
-		i := -1
-		for j := range users {
-			if users[j].Username == u.Username {
-				i = j
-			}
-		}
-		switch {
-		case req.op == "SetUser" && i < 0:
-			d.mu.Unlock()
-			return "", faultSender("ter:UsernameMissing", "no such user")
-		case req.op == "CreateUsers" && i >= 0:
-			d.mu.Unlock()
-			return "", faultSender("ter:UsernameClash", "user exists")
-		case req.op == "CreateUsers" && len(users) >= maxUsers:
-			d.mu.Unlock()
-			return "", &soapFault{status: http.StatusBadRequest, code: "env:Receiver", subcode: "ter:TooManyUsers", reason: "too many users"}
-		case i >= 0:
-			if u.Password != "" {
-				users[i].Password = u.Password
-			}
-			users[i].Level = u.UserLevel
-		default:
-			users = append(users, onvifUser{Username: u.Username, Password: u.Password, Level: u.UserLevel})
-		}
-	}
-	d.users = users
-	d.mu.Unlock()
-	d.log.Info("users changed", "op", req.op, "count", len(in.Users))
-	d.sim.saveState()
-	return "<tds:" + req.op + "Response/>", nil
-}
-
 func (d *onvifDevice) startReboot() {
 	d.mu.Lock()
 	d.rebootUntil = d.sim.now().Add(d.sim.reboot)
@@ -802,6 +756,8 @@ func (d *onvifDevice) control(action, kind, value string) error {
 //	POST /onvif/swap?cam=cam1                               replace the camera by another one (new serial, MAC, certificate)
 //	POST /onvif/fault?cam=cam1&kind=reject-setuser          refuse SetUser (value=false clears it)
 //	POST /onvif/fault?cam=cam1&kind=reject-firmware         refuse the next firmware images
+//	POST /onvif/account?cam=cam1&user=service&fixed=true    make an account built in: DeleteUsers refuses it
+//	POST /onvif/account?cam=cam1&user=service&locked=true   … and SetUser too (false clears either)
 //	GET  /onvif/state                                       every device's state (as in -onvif-state)
 func (s *onvifSet) control() http.Handler {
 	mux := http.NewServeMux()
@@ -827,7 +783,15 @@ func (s *onvifSet) control() http.Handler {
 			http.Error(w, fmt.Sprintf("unknown camera %q", q.Get("cam")), http.StatusNotFound)
 			return
 		}
-		if err := d.control(r.PathValue("action"), q.Get("kind"), q.Get("value")); err != nil {
+		var err error
+		if r.PathValue("action") == "account" {
+			if err = d.controlAccount(q.Get("user"), q.Get("fixed"), q.Get("locked")); err == nil {
+				s.saveState()
+			}
+		} else {
+			err = d.control(r.PathValue("action"), q.Get("kind"), q.Get("value"))
+		}
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}

@@ -22,7 +22,7 @@ func FuzzParseProbe(f *testing.F) {
 // FuzzSOAPRequest feeds hostile SOAP requests to a device's handler.
 func FuzzSOAPRequest(f *testing.F) {
 	f.Add([]byte(`<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><GetSystemDateAndTime xmlns="http://www.onvif.org/ver10/device/wsdl"/></s:Body></s:Envelope>`))
-	set, err := newOnvifSet(1, "admin", "pw", "", 0, slog.New(slog.DiscardHandler))
+	set, err := newOnvifSet(1, "admin", "pw", nil, "", 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		f.Fatal(err)
 	}

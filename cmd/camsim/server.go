@@ -45,6 +45,9 @@ type Config struct {
 	DiscoveryIface string        // interface for WS-Discovery; empty: none
 	ONVIFStateFile string        // device state written here on every change; empty: none
 	ONVIFReboot    time.Duration // length of a simulated reboot
+	// Accounts are extra ONVIF accounts every device starts with, besides
+	// User (its initial administrator).
+	Accounts []Account
 }
 
 // Addrs are the bound addresses, as written to the ready file.
@@ -106,7 +109,7 @@ func New(cfg Config, log *slog.Logger) (*Sim, error) {
 		s.cams[name] = newCamera(name, clips, log, cfg.Seed+uint64(i))
 	}
 	if cfg.ONVIFAddr != "" {
-		if s.onvif, err = newOnvifSet(cfg.Cameras, cfg.User, cfg.Password, cfg.ONVIFStateFile, cfg.ONVIFReboot, log.With("part", "onvif")); err != nil {
+		if s.onvif, err = newOnvifSet(cfg.Cameras, cfg.User, cfg.Password, cfg.Accounts, cfg.ONVIFStateFile, cfg.ONVIFReboot, log.With("part", "onvif")); err != nil {
 			return nil, err
 		}
 	}
