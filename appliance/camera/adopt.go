@@ -25,6 +25,10 @@ type AdoptRequest struct {
 	// certificate seen now is pinned (trust on first use, by an
 	// administrator's action).
 	CertSHA256 string
+	// Keep exempts named accounts from the strict account policy (another
+	// system uses them): an administrator's explicit, audited choice. Every
+	// other account on the camera is deleted or secured at adoption.
+	Keep []KeepRequest `json:"keep,omitempty"`
 }
 
 // passwordAlphabet is URL-safe and XML-safe, so no camera mangles it.
@@ -87,6 +91,7 @@ func (m *Manager) Adopt(ctx context.Context, req AdoptRequest) (Camera, error) {
 	defer e.close()
 	factory := credentials{Username: req.Username, Password: req.Password}
 
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, 4*m.cfg.Timeout)
 	defer cancel()
 	info, err := getDeviceInfo(ctx, e, factory)
@@ -120,6 +125,15 @@ func (m *Manager) Adopt(ctx context.Context, req AdoptRequest) (Camera, error) {
 	}
 	if c.Name == "" {
 		c.Name = c.ID
+	}
+	by := actorFrom(ctx)
+	for _, k := range req.Keep {
+		kept, err := checkKeep(k, req.Username, nil)
+		if err != nil {
+			return Camera{}, fmt.Errorf("adopt %s: %w", host, err)
+		}
+		kept.By, kept.Since = by, now
+		c.KeepAccounts = append(c.KeepAccounts, kept)
 	}
 	newPass, err := newPassword(m.cfg.Rand, m.cfg.PasswordLength)
 	if err != nil {
@@ -165,6 +179,18 @@ func (m *Manager) Adopt(ctx context.Context, req AdoptRequest) (Camera, error) {
 	m.mu.Unlock()
 	if err := m.save(); err != nil {
 		return Camera{}, fmt.Errorf("adopt %s: %w", host, err)
+	}
+	for _, k := range c.KeepAccounts {
+		m.auditEvent(AccountEvent{Camera: c.ID, Account: k.Username, Level: k.Level, Action: "keep", Result: "ok", By: k.By, Cause: "adoption", Detail: k.Reason})
+	}
+	// Every other account: deleted, or given a password nobody knows. A
+	// failure here leaves the camera adopted (its own password is already
+	// replaced), alarmed and marked; the periodic audit tries again.
+	if err := m.secureAccounts(parent, c.ID, e, next, "adoption"); err != nil {
+		m.log.Warn("camera accounts not audited at adoption", "camera", c.ID, "err", err)
+	}
+	if cam, err := m.Camera(c.ID); err == nil {
+		out = cam
 	}
 	m.log.Info("camera adopted", "camera", out.ID, "model", out.Model, "serial", out.Serial, "https", out.HTTPS != "")
 	m.notify(out.ID)

@@ -34,6 +34,9 @@ const maxAPIBody = 64 << 20
 //	POST   /cameras/{id}/rotate        rotate one password
 //	POST   /cameras/rotate             {"cameras":[ids]} (empty: all) → []RotationResult
 //	POST   /cameras/{id}/accept        accept a quarantined camera
+//	POST   /cameras/{id}/accounts/audit    list the camera's accounts now and apply the policy
+//	POST   /cameras/{id}/accounts/keep     KeepRequest: exempt one account (audited, by WithActor's name)
+//	POST   /cameras/{id}/accounts/enforce  {"username":…}: withdraw an exemption; the account is removed
 //	DELETE /cameras/{id}               forget a camera
 //	GET    /cameras/firmware/stale     []StaleEntry
 //	POST   /cameras/firmware/rollout   {"images":[…],"cameras":[…],"canary":1} → RolloutReport
@@ -89,6 +92,30 @@ func (m *Manager) Handler(authorize Authorizer, releases func() []Release) http.
 		c, err := m.Accept(r.Context(), r.PathValue("id"))
 		return view(c, m.cfg.Now()), err
 	})
+	handle("POST /cameras/{id}/accounts/audit", RightManage, func(w http.ResponseWriter, r *http.Request) (any, error) {
+		id := r.PathValue("id")
+		err := m.AuditAccounts(r.Context(), id)
+		c, cerr := m.Camera(id)
+		return view(c, m.cfg.Now()), errors.Join(err, cerr)
+	})
+	handle("POST /cameras/{id}/accounts/keep", RightManage, func(w http.ResponseWriter, r *http.Request) (any, error) {
+		var req KeepRequest
+		if err := decodeBody(r.Body, &req); err != nil {
+			return nil, err
+		}
+		c, err := m.KeepAccount(r.Context(), r.PathValue("id"), req)
+		return view(c, m.cfg.Now()), err
+	})
+	handle("POST /cameras/{id}/accounts/enforce", RightManage, func(w http.ResponseWriter, r *http.Request) (any, error) {
+		var req struct {
+			Username string `json:"username"`
+		}
+		if err := decodeBody(r.Body, &req); err != nil {
+			return nil, err
+		}
+		c, err := m.EnforceAccount(r.Context(), r.PathValue("id"), req.Username)
+		return view(c, m.cfg.Now()), err
+	})
 	handle("DELETE /cameras/{id}", RightManage, func(w http.ResponseWriter, r *http.Request) (any, error) {
 		return map[string]bool{"ok": true}, m.Forget(r.PathValue("id"))
 	})
@@ -130,10 +157,16 @@ func (m *Manager) Handler(authorize Authorizer, releases func() []Release) http.
 type CameraView struct {
 	Camera
 	SinceFirmwareUpdateSeconds int64 `json:"since_firmware_update_s"`
+	// Policy is the camera's account policy in words.
+	Policy string `json:"account_policy,omitempty"`
 }
 
 func view(c Camera, now time.Time) CameraView {
-	return CameraView{Camera: c, SinceFirmwareUpdateSeconds: int64(c.SinceFirmwareUpdate(now) / time.Second)}
+	v := CameraView{Camera: c, SinceFirmwareUpdateSeconds: int64(c.SinceFirmwareUpdate(now) / time.Second)}
+	if c.ID != "" {
+		v.Policy = c.AccountPolicy()
+	}
+	return v
 }
 
 func (m *Manager) inventory() []CameraView {
@@ -167,7 +200,7 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrBusy), errors.Is(err, ErrQuarantined), errors.Is(err, ErrAlreadyAdopted):
 		return http.StatusConflict
-	case errors.Is(err, ErrChecksum):
+	case errors.Is(err, ErrChecksum), errors.Is(err, ErrPolicy):
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, io.EOF):
 		return http.StatusBadRequest

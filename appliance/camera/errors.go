@@ -48,11 +48,18 @@ type FaultError struct {
 	Status  int    // HTTP status
 	Code    string // e.g. Sender
 	Subcode string // e.g. NotAuthorized
-	Reason  string
+	// Detail is the second-level subcode ONVIF gives many faults (e.g.
+	// FixedUser under InvalidArgVal); may be empty.
+	Detail string
+	Reason string
 }
 
 func (f *FaultError) Error() string {
-	return fmt.Sprintf("camera: SOAP fault (HTTP %d) %s/%s: %s", f.Status, f.Code, f.Subcode, f.Reason)
+	code := f.Code + "/" + f.Subcode
+	if f.Detail != "" {
+		code += "/" + f.Detail
+	}
+	return fmt.Sprintf("camera: SOAP fault (HTTP %d) %s: %s", f.Status, code, f.Reason)
 }
 
 func (f *FaultError) unauthorized() bool {

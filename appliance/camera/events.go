@@ -21,6 +21,12 @@ const (
 	AlarmAuthFailed     AlarmKind = "auth-failed"     // the camera refused the appliance's credentials
 	AlarmRotationFailed AlarmKind = "rotation-failed" // a password rotation failed; the old password is kept
 	AlarmFirmwareFailed AlarmKind = "firmware-failed" // a firmware update failed
+	// AlarmAccountAppeared: an account appeared on the camera since the last
+	// audit (or a kept account's level rose); it is being removed.
+	AlarmAccountAppeared AlarmKind = "account-appeared"
+	// AlarmAccountUnsecured: an account could be neither deleted nor given a
+	// generated password, or the accounts could not be listed.
+	AlarmAccountUnsecured AlarmKind = "account-unsecured"
 )
 
 // Alarm is one alarm raised or cleared. Detail never holds a secret.

@@ -66,9 +66,18 @@ type Config struct {
 	// (default 3 min).
 	RebootTimeout time.Duration
 
+	// AccountAuditEvery is how often each camera's accounts are listed
+	// again and the account policy applied (default 1 h, the rotation
+	// schedule's check; it cannot be disabled). Rotations audit too.
+	AccountAuditEvery time.Duration
+
 	// Alarm receives every alarm (audit log, dashboard, LCD). It must not
 	// block for long.
 	Alarm func(Alarm)
+	// Audit receives every action on a camera's other accounts (deleted,
+	// secured, left unsecured, kept, enforced) for the audit log. It must
+	// not block for long.
+	Audit func(AccountEvent)
 	// Changed is called when what recording needs about a camera changes:
 	// adopted, new password, quarantined, accepted, forgotten.
 	Changed func(id string)
@@ -115,6 +124,9 @@ func (c *Config) setDefaults() error {
 	if c.PasswordLength < 32 || c.PasswordLength > 128 {
 		return fmt.Errorf("camera: password length %d: 32 to 128", c.PasswordLength)
 	}
+	if c.AccountAuditEvery <= 0 {
+		c.AccountAuditEvery = time.Hour
+	}
 	if c.PullWait <= 0 {
 		c.PullWait = 10 * time.Second
 	}
@@ -159,6 +171,17 @@ type Camera struct {
 	FirmwareUpdated time.Time `json:"firmware_updated,omitzero"`
 	PasswordRotated time.Time `json:"password_rotated"`
 	LastSeen        time.Time `json:"last_seen,omitzero"`
+
+	// Accounts are the accounts found on the camera and what the account
+	// policy did about each (no password); AccountsAudited is when they
+	// were last listed; AccountWarning says what is wrong ("account X could
+	// not be secured", "accounts could not be audited: …"), empty when
+	// every account is secured. KeepAccounts are an administrator's
+	// exemptions from the strict policy ([Manager.KeepAccount]).
+	Accounts        []Account     `json:"accounts,omitempty"`
+	AccountsAudited time.Time     `json:"accounts_audited,omitzero"`
+	AccountWarning  string        `json:"account_warning,omitempty"`
+	KeepAccounts    []KeptAccount `json:"keep_accounts,omitempty"`
 
 	// Quarantined cameras are not recorded until an administrator accepts
 	// them ([Manager.Accept]).
@@ -515,6 +538,8 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer check.Stop()
 	rotateTick := time.NewTicker(min(time.Hour, max(time.Second, m.cfg.RotateEvery/24)))
 	defer rotateTick.Stop()
+	auditTick := time.NewTicker(m.cfg.AccountAuditEvery)
+	defer auditTick.Stop()
 	for {
 		// Reconcile event loops with the registry.
 		m.mu.Lock()
@@ -547,6 +572,8 @@ func (m *Manager) Run(ctx context.Context) error {
 			if m.cfg.RotateEvery > 0 {
 				m.rotateDue(ctx)
 			}
+		case <-auditTick.C:
+			m.auditAccountsDue(ctx)
 		}
 	}
 }

@@ -106,29 +106,20 @@ func getStreamURI(ctx context.Context, e *endpoint, cred credentials, mediaAddr 
 // setUser is tds:SetUser with the schema's element names (use-go/onvif's
 // onvif.User has the right shape).
 func setPassword(ctx context.Context, e *endpoint, cred credentials, username, password string) error {
-	var users struct {
-		Users []struct {
-			Username string `xml:"Username"`
-			Level    string `xml:"UserLevel"`
-		} `xml:"GetUsersResponse>User"`
-	}
-	if err := e.call(ctx, "", cred, device.GetUsers{}, &users); err != nil {
-		return fmt.Errorf("GetUsers: %w", err)
+	users, err := getUsers(ctx, e, cred)
+	if err != nil {
+		return err
 	}
 	level := ""
-	for _, u := range users.Users {
+	for _, u := range users {
 		if u.Username == username {
 			level = u.Level
 		}
 	}
-	if level == "" {
-		return fmt.Errorf("GetUsers: %w: user %q not on the camera", ErrMalformed, clip(username, 64))
+	if level == "" || level == LevelUnknown {
+		return fmt.Errorf("GetUsers: %w: user %q not on the camera with a known level", ErrMalformed, clip(username, 64))
 	}
-	req := device.SetUser{User: onvif.User{Username: username, Password: password, UserLevel: onvif.UserLevel(level)}}
-	if err := e.call(ctx, "", cred, req, nil); err != nil {
-		return fmt.Errorf("SetUser: %w", err)
-	}
-	return nil
+	return setUser(ctx, e, cred, username, password, level)
 }
 
 // uploadFirmware runs StartFirmwareUpgrade and posts the image to the

@@ -76,6 +76,10 @@ func (m *Manager) Rotate(ctx context.Context, id string) error {
 	}
 	m.log.Info("camera password rotated", "camera", id)
 	m.notify(id)
+	// Every rotation lists the camera's accounts again.
+	if err := m.secureAccounts(ctx, id, e, next, "rotation"); err != nil {
+		m.log.Warn("camera account audit after rotation failed", "camera", id, "err", err)
+	}
 	return nil
 }
 

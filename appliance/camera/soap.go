@@ -86,9 +86,10 @@ func checkXML(b []byte) error {
 
 // soapFault is the part of a SOAP 1.2 fault the client reads.
 type soapFault struct {
-	Code    string `xml:"Code>Value"`
-	Subcode string `xml:"Code>Subcode>Value"`
-	Reason  string `xml:"Reason>Text"`
+	Code     string `xml:"Code>Value"`
+	Subcode  string `xml:"Code>Subcode>Value"`
+	Subcode2 string `xml:"Code>Subcode>Subcode>Value"`
+	Reason   string `xml:"Reason>Text"`
 }
 
 // decodeSOAP checks a response body and decodes its Body into out, whose
@@ -115,6 +116,7 @@ func decodeSOAP(status int, b []byte, out any) error {
 		f := &FaultError{Status: status}
 		if env.Body.Fault != nil {
 			f.Code, f.Subcode = trimPrefix(env.Body.Fault.Code), trimPrefix(env.Body.Fault.Subcode)
+			f.Detail = clip(trimPrefix(env.Body.Fault.Subcode2), 64)
 			f.Reason = clip(strings.TrimSpace(env.Body.Fault.Reason), 200)
 		}
 		return f
