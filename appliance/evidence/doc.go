@@ -1,8 +1,9 @@
 // Package evidence makes recordings provable: it owns the append-only Merkle log of recorded segments (and
 // of the audit log's anchors, audit.go) and its signed checkpoints, the device identity (the device
-// certificate naming the log and export keys), the evidence export (a zip holding an ONVIF Export File
-// Format video.mp4, a signed manifest, the certificate and the checkpoint) and the offline verification of
-// such an export.
+// certificate naming the log and export keys), the evidence export (a zip holding one ONVIF Export File
+// Format file per camera — video.mp4 for one camera, video-<camera>.mp4 for several over one range — a
+// manifest signed once, the certificate and the one checkpoint every camera is proven against) and the
+// offline verification of such an export, camera by camera.
 //
 // The log is RFC 6962 / C2SP tlog over golang.org/x/mod/sumdb/tlog: each closed segment's leaf (camera,
 // per-camera sequence and link to the previous segment, time range, chunk count, init hash, plaintext

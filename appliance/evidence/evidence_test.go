@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -313,9 +314,20 @@ func rezip(t *testing.T, b []byte, edit func(map[string][]byte)) []byte {
 		order = append(order, f.Name)
 	}
 	edit(m)
+	// Entries the edit removed are left out; entries it added go last, by name.
+	var added []string
+	for name := range m {
+		if !slices.Contains(order, name) {
+			added = append(added, name)
+		}
+	}
+	slices.Sort(added)
 	var out bytes.Buffer
 	zw := zip.NewWriter(&out)
-	for _, name := range order {
+	for _, name := range append(order, added...) {
+		if _, ok := m[name]; !ok {
+			continue
+		}
 		w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Store})
 		if err != nil {
 			t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"filippo.io/age"
@@ -67,7 +68,11 @@ type Exporter struct {
 
 // ExportRequest says what to export.
 type ExportRequest struct {
+	// Camera is the camera of a single-camera export; Cameras lists several cameras over the one range.
+	// Both may be given: the export holds Camera, then Cameras, each once. One camera makes a format-1
+	// export (video.mp4), several a format-2 export (video-<camera>.mp4 each, one manifest).
 	Camera   string
+	Cameras  []string
 	From, To time.Time
 	User     string // the exporting operator
 	Reason   string
@@ -75,22 +80,65 @@ type ExportRequest struct {
 	Passphrase []byte
 }
 
-// ExportReport says what an export holds.
+// CameraList returns the request's cameras, in order, each once, checked: at least one, at most
+// [MaxExportCameras], each a valid camera name.
+func (r ExportRequest) CameraList() ([]string, error) {
+	var out []string
+	for _, c := range append([]string{r.Camera}, r.Cameras...) {
+		if c == "" || slices.Contains(out, c) {
+			continue
+		}
+		if !ValidCameraName(c) {
+			return nil, fmt.Errorf("export: camera name %.80q: letters, digits, _ and - (at most 64)", c)
+		}
+		out = append(out, c)
+	}
+	switch {
+	case len(out) == 0:
+		return nil, errors.New("export: no camera given")
+	case len(out) > MaxExportCameras:
+		return nil, fmt.Errorf("export: %d cameras, at most %d in one export", len(out), MaxExportCameras)
+	}
+	return out, nil
+}
+
+// ExportReport says what an export holds: totals over its cameras, and each camera.
 type ExportReport struct {
 	Segments     int
 	Fragments    int
 	VideoBytes   int64
-	Start, End   time.Time
-	MediaMissing []string // segments whose recording could not be read
+	Start, End   time.Time // the earliest and latest exported instant of any camera
+	MediaMissing []string  // segments whose recording could not be read, named with their camera
 	Checkpoint   Checkpoint
+	Cameras      []CameraReport
 }
 
-// Export writes one evidence export to w: a zip (age-encrypted when a passphrase is given) holding
-// video.mp4, manifest.json, manifest.sig, device-cert.pem and checkpoint.txt.
+// CameraReport says what an export holds of one camera.
+type CameraReport struct {
+	Camera       string
+	Video        string // its entry in the zip
+	Segments     int
+	Fragments    int
+	VideoBytes   int64
+	Start, End   time.Time
+	MediaMissing []string
+	// Gaps are the spans of the requested range without the camera's recording (see [CameraPart]).
+	Gaps []Gap
+}
+
+// Export writes one evidence export to w: a zip (age-encrypted when a passphrase is given) holding each
+// camera's video (video.mp4 for one camera, video-<camera>.mp4 for several), manifest.json, manifest.sig,
+// device-cert.pem and checkpoint.txt. Every camera's segments are proven against one checkpoint and the
+// manifest is signed once. A camera with nothing recorded in the range fails the whole export
+// ([ErrNothingToExport], naming it) rather than being left out.
 func (e *Exporter) Export(ctx context.Context, req ExportRequest, w io.Writer) (ExportReport, error) {
 	var rep ExportReport
 	if !req.To.After(req.From) {
 		return rep, errors.New("export: the range ends before it starts")
+	}
+	cams, err := req.CameraList()
+	if err != nil {
+		return rep, err
 	}
 	clock := e.Clock
 	if clock == nil {
@@ -104,20 +152,25 @@ func (e *Exporter) Export(ctx context.Context, req ExportRequest, w io.Writer) (
 	if err != nil {
 		return rep, fmt.Errorf("export: device certificate: %w", err)
 	}
-	segs, err := e.Recordings.Segments(req.Camera, req.From, req.To)
-	if err != nil {
-		return rep, fmt.Errorf("export: %w", err)
-	}
-	if len(segs) == 0 {
-		return rep, fmt.Errorf("export %s: %w", req.Camera, ErrNothingToExport)
-	}
+	// Every camera's segments, all logged, before a byte is written: one checkpoint covers them all.
+	segsOf := make([][]RecordedSegment, len(cams))
 	var maxIdx uint64
-	for _, s := range segs {
-		if s.LogIndex == 0 {
-			return rep, fmt.Errorf("export: segment %x of %s (%s) is not in the evidence log yet; retry in a few seconds",
-				s.ID, req.Camera, s.Start.Format(time.RFC3339))
+	for i, cam := range cams {
+		segs, err := e.Recordings.Segments(cam, req.From, req.To)
+		if err != nil {
+			return rep, fmt.Errorf("export %s: %w", cam, err)
 		}
-		maxIdx = max(maxIdx, s.LogIndex)
+		if len(segs) == 0 {
+			return rep, fmt.Errorf("export %s: %w", cam, ErrNothingToExport)
+		}
+		for _, s := range segs {
+			if s.LogIndex == 0 {
+				return rep, fmt.Errorf("export: segment %x of %s (%s) is not in the evidence log yet; retry in a few seconds",
+					s.ID, cam, s.Start.Format(time.RFC3339))
+			}
+			maxIdx = max(maxIdx, s.LogIndex)
+		}
+		segsOf[i] = segs
 	}
 	ckpt, signedCkpt, err := e.Log.CheckpointCovering(maxIdx)
 	if err != nil {
@@ -139,31 +192,117 @@ func (e *Exporter) Export(ctx context.Context, req ExportRequest, w io.Writer) (
 	}
 	now := clock().UTC()
 	zw := zip.NewWriter(out)
-	vw, err := zw.CreateHeader(&zip.FileHeader{Name: EntryVideo, Method: zip.Store, Modified: now})
+	multi := len(cams) > 1
+	parts := make([]CameraPart, 0, len(cams))
+	for i, cam := range cams {
+		cx := cameraExport{e: e, ctx: ctx, req: req, camera: cam, entry: VideoEntry(cam, multi), segs: segsOf[i],
+			ckpt: ckpt, now: now, id: id, log: log}
+		part, crep, err := cx.write(zw)
+		if err != nil {
+			return rep, err
+		}
+		parts = append(parts, part)
+		rep.Cameras = append(rep.Cameras, crep)
+		rep.Segments += crep.Segments
+		rep.Fragments += crep.Fragments
+		rep.VideoBytes += crep.VideoBytes
+		rep.MediaMissing = append(rep.MediaMissing, crep.MediaMissing...)
+		if rep.Start.IsZero() || crep.Start.Before(rep.Start) {
+			rep.Start = crep.Start
+		}
+		if crep.End.After(rep.End) {
+			rep.End = crep.End
+		}
+	}
+
+	var mb []byte
+	if !multi {
+		p := parts[0]
+		man := &Manifest{
+			Format: ManifestFormat, Appliance: id.Appliance, Camera: p.Camera, CameraURL: p.CameraURL,
+			From: req.From.UTC(), To: req.To.UTC(), Start: p.Start, End: p.End, ExportedAt: now, ExportedBy: req.User,
+			Reason: req.Reason, Video: p.Video, Segments: p.Segments, Checkpoint: string(signedCkpt),
+		}
+		mb, err = man.Marshal()
+	} else {
+		man := &MultiManifest{
+			Format: ManifestFormatMulti, Appliance: id.Appliance, From: req.From.UTC(), To: req.To.UTC(),
+			ExportedAt: now, ExportedBy: req.User, Reason: req.Reason, Cameras: parts, Checkpoint: string(signedCkpt),
+		}
+		mb, err = man.Marshal()
+	}
 	if err != nil {
+		return rep, err
+	}
+	d := sha256.Sum256(mb)
+	msig, err := e.ExportKey.Sign(rand.Reader, d[:], &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256})
+	if err != nil {
+		return rep, fmt.Errorf("export: sign manifest: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		b    []byte
+	}{{EntryManifest, mb}, {EntrySignature, msig}, {EntryCert, CertPEM(e.CertDER)}, {EntryCheckpoint, signedCkpt}} {
+		fw, err := zw.CreateHeader(&zip.FileHeader{Name: f.name, Method: zip.Deflate, Modified: now})
+		if err != nil {
+			return rep, fmt.Errorf("export: %w", err)
+		}
+		if _, err := fw.Write(f.b); err != nil {
+			return rep, fmt.Errorf("export: write %s: %w", f.name, err)
+		}
+	}
+	if err := zw.Close(); err != nil {
 		return rep, fmt.Errorf("export: %w", err)
 	}
-	man := &Manifest{
-		Format: ManifestFormat, Appliance: id.Appliance, Camera: req.Camera, CameraURL: e.Recordings.CameraURL(req.Camera),
-		From: req.From.UTC(), To: req.To.UTC(), ExportedAt: now, ExportedBy: req.User, Reason: req.Reason,
-		Checkpoint: string(signedCkpt),
+	if encw != nil {
+		if err := encw.Close(); err != nil {
+			return rep, fmt.Errorf("export: encrypt: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+// cameraExport writes one camera's video entry and describes it.
+type cameraExport struct {
+	e      *Exporter
+	ctx    context.Context
+	req    ExportRequest
+	camera string
+	entry  string
+	segs   []RecordedSegment
+	ckpt   Checkpoint
+	now    time.Time
+	id     *Identity
+	log    *slog.Logger
+}
+
+// write streams the camera's ONVIF export file into the zip: the export init, every recorded fragment of
+// the range byte for byte, and the ONVIF seal.
+func (cx *cameraExport) write(zw *zip.Writer) (CameraPart, CameraReport, error) {
+	e, req, cam := cx.e, cx.req, cx.camera
+	part := CameraPart{Camera: cam, CameraURL: e.Recordings.CameraURL(cam)}
+	rep := CameraReport{Camera: cam, Video: cx.entry}
+	vw, err := zw.CreateHeader(&zip.FileHeader{Name: cx.entry, Method: zip.Store, Modified: cx.now})
+	if err != nil {
+		return part, rep, fmt.Errorf("export: %w", err)
 	}
 	vid := &videoWriter{w: vw, whole: sha256.New(), sealed: sha256.New()}
 	lo, hi := ticksOf(req.From), ticksOf(req.To)
 	var initBytes []byte
 	var info initInfo
 	var lastEnd int64
-	for _, s := range segs {
-		if err := ctx.Err(); err != nil {
-			return rep, err
+	var spans []gapSpan
+	for _, s := range cx.segs {
+		if err := cx.ctx.Err(); err != nil {
+			return part, rep, err
 		}
 		leaf, err := e.Log.Leaf(s.LogIndex)
 		if err != nil {
-			return rep, fmt.Errorf("export: %w", err)
+			return part, rep, fmt.Errorf("export: %w", err)
 		}
-		proof, err := e.Log.InclusionProof(s.LogIndex, ckpt.Size)
+		proof, err := e.Log.InclusionProof(s.LogIndex, cx.ckpt.Size)
 		if err != nil {
-			return rep, fmt.Errorf("export: %w", err)
+			return part, rep, fmt.Errorf("export: %w", err)
 		}
 		ms := ManifestSegment{LogIndex: s.LogIndex, Leaf: string(leaf), Proof: hexHashes(proof)}
 		var segInit []byte
@@ -198,10 +337,10 @@ func (e *Exporter) Export(ctx context.Context, req ExportRequest, w io.Writer) (
 				if err := vid.write(exportInit(info, f.base)); err != nil {
 					return err
 				}
-				man.Video.InitSize = vid.n
-				man.Start = timeOfTicks(f.base)
+				part.Video.InitSize = vid.n
+				part.Start = timeOfTicks(f.base)
 			} else if string(initBytes) != string(segInit) {
-				return fmt.Errorf("the camera's parameter sets change at %s: export the ranges before and after separately", s.Start.Format(time.RFC3339))
+				return fmt.Errorf("the parameter sets of camera %s change at %s: export the ranges before and after separately", cam, s.Start.Format(time.RFC3339))
 			}
 			if f.base < lastEnd {
 				return fmt.Errorf("chunk %d overlaps the fragment before it", index)
@@ -211,7 +350,7 @@ func (e *Exporter) Export(ctx context.Context, req ExportRequest, w io.Writer) (
 				return err
 			}
 			lastEnd = f.base + f.duration
-			man.End = timeOfTicks(lastEnd)
+			part.End = timeOfTicks(lastEnd)
 			rep.Fragments++
 			exported++
 			return nil
@@ -225,76 +364,50 @@ func (e *Exporter) Export(ctx context.Context, req ExportRequest, w io.Writer) (
 		if err != nil {
 			var fe fatalError
 			if errors.As(err, &fe) {
-				return rep, fmt.Errorf("export: segment %x: %w", s.ID, fe.err)
+				return part, rep, fmt.Errorf("export %s: segment %x: %w", cam, s.ID, fe.err)
 			}
 			// The recording cannot be read: say so in the manifest, never hide the segment.
 			ms.MediaMissing = err.Error()
 			ms.Chunks = nil
-			rep.MediaMissing = append(rep.MediaMissing, fmt.Sprintf("segment %x (%s): %v", s.ID, s.Start.Format(time.RFC3339), err))
-			log.Warn("export: segment media unreadable; the export records the gap", "segment", hex.EncodeToString(s.ID[:]), "err", err)
+			rep.MediaMissing = append(rep.MediaMissing, fmt.Sprintf("camera %s segment %x (%s): %v", cam, s.ID, s.Start.Format(time.RFC3339), err))
+			cx.log.Warn("export: segment media unreadable; the export records the gap", "camera", cam, "segment", hex.EncodeToString(s.ID[:]), "err", err)
 		}
 		if exported > 0 || ms.MediaMissing != "" {
-			man.Segments = append(man.Segments, ms)
+			part.Segments = append(part.Segments, ms)
 			rep.Segments++
+			if l, err := ParseSegmentLeaf(leaf); err == nil {
+				spans = append(spans, gapSpan{start: l.Start, end: l.End, missing: ms.MediaMissing != ""})
+			}
 		}
 	}
 	if rep.Fragments == 0 {
-		return rep, fmt.Errorf("export %s: %w", req.Camera, ErrNothingToExport)
+		return part, rep, fmt.Errorf("export %s: %w", cam, ErrNothingToExport)
 	}
 	// The ONVIF seal: sign the file with the signature bytes zeroed, then write them in.
 	pub := e.ExportKey.Public().(*rsa.PublicKey)
 	oi := onvifInfo{
-		UnitName: id.Appliance, UnitURL: e.UnitURL, ExportTime: now, Operator: req.User, TrackID: info.trackID,
-		SourceName: req.Camera, SourceURL: man.CameraURL, Start: man.Start, Cert: e.CertDER,
+		UnitName: cx.id.Appliance, UnitURL: e.UnitURL, ExportTime: cx.now, Operator: req.User, TrackID: info.trackID,
+		SourceName: cam, SourceURL: part.CameraURL, Start: part.Start, Cert: e.CertDER,
 		SigLen: pub.Size(), SaltLen: sha256.Size,
 	}
 	zeroMeta, _ := onvifMeta(oi, make([]byte, oi.SigLen))
 	vid.sealed.Write(zeroMeta)
 	sig, err := e.ExportKey.Sign(rand.Reader, vid.sealed.Sum(nil), &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256})
 	if err != nil {
-		return rep, fmt.Errorf("export: sign video: %w", err)
+		return part, rep, fmt.Errorf("export: sign video of %s: %w", cam, err)
 	}
 	if len(sig) != oi.SigLen {
-		return rep, fmt.Errorf("export: video signature of %d bytes, want %d", len(sig), oi.SigLen)
+		return part, rep, fmt.Errorf("export: video signature of %d bytes, want %d", len(sig), oi.SigLen)
 	}
 	meta, _ := onvifMeta(oi, sig)
 	vid.sealed = nil
 	if err := vid.write(meta); err != nil {
-		return rep, fmt.Errorf("export: %w", err)
+		return part, rep, fmt.Errorf("export: %w", err)
 	}
-	man.Video = Video{Name: EntryVideo, Size: vid.n, SHA256: hex.EncodeToString(vid.whole.Sum(nil)), InitSize: man.Video.InitSize}
-	rep.VideoBytes, rep.Start, rep.End = vid.n, man.Start, man.End
-
-	mb, err := man.Marshal()
-	if err != nil {
-		return rep, err
-	}
-	d := sha256.Sum256(mb)
-	msig, err := e.ExportKey.Sign(rand.Reader, d[:], &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256})
-	if err != nil {
-		return rep, fmt.Errorf("export: sign manifest: %w", err)
-	}
-	for _, f := range []struct {
-		name string
-		b    []byte
-	}{{EntryManifest, mb}, {EntrySignature, msig}, {EntryCert, CertPEM(e.CertDER)}, {EntryCheckpoint, signedCkpt}} {
-		fw, err := zw.CreateHeader(&zip.FileHeader{Name: f.name, Method: zip.Deflate, Modified: now})
-		if err != nil {
-			return rep, fmt.Errorf("export: %w", err)
-		}
-		if _, err := fw.Write(f.b); err != nil {
-			return rep, fmt.Errorf("export: write %s: %w", f.name, err)
-		}
-	}
-	if err := zw.Close(); err != nil {
-		return rep, fmt.Errorf("export: %w", err)
-	}
-	if encw != nil {
-		if err := encw.Close(); err != nil {
-			return rep, fmt.Errorf("export: encrypt: %w", err)
-		}
-	}
-	return rep, nil
+	part.Video = Video{Name: cx.entry, Size: vid.n, SHA256: hex.EncodeToString(vid.whole.Sum(nil)), InitSize: part.Video.InitSize}
+	part.Gaps = computeGaps(req.From, req.To, spans)
+	rep.VideoBytes, rep.Start, rep.End, rep.Gaps = vid.n, part.Start, part.End, part.Gaps
+	return part, rep, nil
 }
 
 var errWrite = errors.New("write export")

@@ -14,13 +14,25 @@ import (
 func FuzzManifest(f *testing.F) {
 	f.Add([]byte(`{"format":"edgenvr-evidence-manifest/1","segments":[]}`))
 	f.Add([]byte(`{"format":"edgenvr-evidence-manifest/1","video":{"sha256":"` + string(bytes.Repeat([]byte("ab"), 32)) + `"},"segments":[{"leaf":"x","init":"","chunks":[{"index":1,"sha256":"00"}]}]}`))
+	f.Add([]byte(`{"format":"edgenvr-evidence-manifest/2","cameras":[{"camera":"a","segments":[]},{"camera":"a"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := ParseManifest(b)
-		if err != nil {
-			return
+		if m, err := ParseManifest(b); err == nil {
+			if _, err := m.Marshal(); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if _, err := m.Marshal(); err != nil {
-			t.Fatal(err)
+		if m, err := ParseMultiManifest(b); err == nil {
+			if _, err := m.Marshal(); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range m.Cameras {
+				if !isVideoEntry(VideoEntry(c.Camera, true)) {
+					t.Fatalf("camera %q makes no valid entry name", c.Camera)
+				}
+			}
+		}
+		if views, _, err := manifestViews(b); err == nil && (len(views) == 0 || len(views) > MaxExportCameras) {
+			t.Fatalf("%d cameras", len(views))
 		}
 	})
 }

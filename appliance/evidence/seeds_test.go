@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // TestWriteSeedCorpus rewrites the committed fuzz corpora from the seeds above when NVR_WRITE_SEEDS=1.
@@ -28,13 +29,24 @@ func TestWriteSeedCorpus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mf := newMultiFixture(t, []string{"cam1", "cam2"}, 2, map[string][]int{"cam2": {0}})
+	multi, _ := mf.export(t, ExportRequest{Cameras: []string{"cam1", "cam2"}, From: t0, To: t0.Add(8 * time.Second), User: "u", Reason: "seed"})
+	mz, err := openExportZip(bytesReader(multi), int64(len(multi)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	multiManifest, err := mz.read(EntryManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
 	seeds := map[string][][]byte{
-		"FuzzManifest":   {manifest, []byte(`{"format":"edgenvr-evidence-manifest/1","segments":[]}`)},
+		"FuzzManifest": {manifest, []byte(`{"format":"edgenvr-evidence-manifest/1","segments":[]}`), multiManifest,
+			[]byte(`{"format":"edgenvr-evidence-manifest/2","cameras":[{"camera":"a","segments":[]},{"camera":"a"}]}`)},
 		"FuzzCheckpoint": {signed, Checkpoint{Origin: "o", Size: 1, Time: t0}.Body()},
 		"FuzzLeaf": {SegmentLeaf{Appliance: "nvr-1", Camera: "cam1", Seq: 3, Start: t0, End: t0, Chunks: 61}.Marshal(), GenesisLeaf{Appliance: "nvr-1", Created: t0}.Marshal(),
 			AuditLeaf{Appliance: "nvr-0123456789abcdef", Size: 256, Head: sha256.Sum256([]byte("entry 256")), Time: t0}.Marshal()},
 		"FuzzBoxes": {init, frag, meta, append(append(append([]byte(nil), init...), frag...), meta...)},
-		"FuzzZip":   append(zipSeeds(t), good),
+		"FuzzZip":   append(zipSeeds(t), good, multi),
 	}
 	for target, list := range seeds {
 		dir := filepath.Join("testdata", "fuzz", target)

@@ -13,6 +13,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,17 +35,46 @@ type VerifyOptions struct {
 
 // Check is one verification step and its outcome, in plain words.
 type Check struct {
+	// Camera is the camera the check is about; empty for the checks of the whole export (archive,
+	// certificate, signatures, checkpoint).
+	Camera string
 	Name   string
 	OK     bool
 	Detail string
 }
 
+// String names the check with its camera.
+func (c Check) String() string {
+	if c.Camera == "" {
+		return c.Name
+	}
+	return "camera " + c.Camera + ": " + c.Name
+}
+
+// CameraSummary is what the verifier found of one camera of an export.
+type CameraSummary struct {
+	Camera     string
+	Video      string // its entry in the zip
+	Start, End time.Time
+	Segments   int
+	Fragments  int
+	VideoBytes int64
+	// Gaps are the spans of the requested range without the camera's recording, as the manifest states
+	// them and the verifier recomputed them from the signed leaves (format 2 only).
+	Gaps []Gap
+}
+
 // Report is the outcome of verifying an export.
 type Report struct {
-	Signer     string // appliance id and certificate fingerprint, once known
-	Pinned     bool   // the certificate matched the pinned one
+	Signer string // appliance id and certificate fingerprint, once known
+	Pinned bool   // the certificate matched the pinned one
+	// Format is the manifest's format, once read.
+	Format string
+	// Camera, Start and End are those of a single-camera export; Cameras describes every camera.
 	Camera     string
 	Start, End time.Time
+	From, To   time.Time // the requested range
+	Cameras    []CameraSummary
 	ExportedAt time.Time
 	ExportedBy string
 	Reason     string
@@ -67,6 +97,20 @@ func (r *Report) OK() bool {
 	return true
 }
 
+// CameraOK reports whether every check of the camera and of the whole export passed.
+func (r *Report) CameraOK(camera string) bool {
+	found := false
+	for _, c := range r.Checks {
+		if c.Camera == camera {
+			found = true
+		}
+		if !c.OK && (c.Camera == camera || c.Camera == "") {
+			return false
+		}
+	}
+	return found
+}
+
 // Failed returns the checks that failed.
 func (r *Report) Failed() []Check {
 	var out []Check
@@ -87,36 +131,83 @@ func (r *Report) add(name string, err error, okDetail string) bool {
 	return true
 }
 
-// Print writes the report in plain words, ending with a one-line verdict.
+// Print writes the report in plain words: the checks of the whole export, then each camera's checks and
+// outcome, ending with a one-line verdict that names every failed check and its camera.
 func (r *Report) Print(w io.Writer) {
 	if r.Signer != "" {
 		fmt.Fprintf(w, "Signer:      %s\n", r.Signer)
 	}
-	if r.Camera != "" {
-		fmt.Fprintf(w, "Camera:      %s\n", r.Camera)
-		fmt.Fprintf(w, "Recorded:    %s to %s (%s)\n", r.Start.Format(time.RFC3339Nano), r.End.Format(time.RFC3339Nano), r.End.Sub(r.Start).Round(time.Millisecond))
+	if !r.ExportedAt.IsZero() {
 		fmt.Fprintf(w, "Exported:    %s by %q, reason %q\n", r.ExportedAt.Format(time.RFC3339), r.ExportedBy, r.Reason)
+		fmt.Fprintf(w, "Requested:   %s to %s\n", r.From.Format(time.RFC3339Nano), r.To.Format(time.RFC3339Nano))
 	}
 	if r.Checkpoint != "" {
 		fmt.Fprintf(w, "Log:         %s\n", r.Checkpoint)
 	}
-	fmt.Fprintln(w, "Checks:")
-	for _, c := range r.Checks {
-		mark := "ok  "
-		if !c.OK {
-			mark = "FAIL"
+	if len(r.Cameras) > 1 {
+		names := make([]string, len(r.Cameras))
+		for i, c := range r.Cameras {
+			names[i] = c.Camera
 		}
-		fmt.Fprintf(w, "  [%s] %s: %s\n", mark, c.Name, c.Detail)
+		fmt.Fprintf(w, "Cameras:     %d (%s), one manifest, one checkpoint\n", len(r.Cameras), strings.Join(names, ", "))
+	}
+	mark := func(c Check) string {
+		if c.OK {
+			return "ok  "
+		}
+		return "FAIL"
+	}
+	fmt.Fprintln(w, "Checks of the export:")
+	for _, c := range r.Checks {
+		if c.Camera == "" {
+			fmt.Fprintf(w, "  [%s] %s: %s\n", mark(c), c.Name, c.Detail)
+		}
+	}
+	for _, cs := range r.Cameras {
+		fmt.Fprintf(w, "Camera %s (%s):\n", cs.Camera, cs.Video)
+		if !cs.Start.IsZero() {
+			fmt.Fprintf(w, "  Recorded:  %s to %s (%s), %d fragments from %d segments, %d bytes\n", cs.Start.Format(time.RFC3339Nano),
+				cs.End.Format(time.RFC3339Nano), cs.End.Sub(cs.Start).Round(time.Millisecond), cs.Fragments, cs.Segments, cs.VideoBytes)
+		}
+		if cs.Gaps != nil {
+			if len(cs.Gaps) == 0 {
+				fmt.Fprintln(w, "  Gaps:      none: recorded throughout the requested range")
+			}
+			for _, g := range cs.Gaps {
+				fmt.Fprintf(w, "  Gap:       %s to %s (%s): %s\n", g.From.Format(time.RFC3339Nano), g.To.Format(time.RFC3339Nano), g.To.Sub(g.From).Round(time.Millisecond), g.Reason)
+			}
+		}
+		failed := 0
+		for _, c := range r.Checks {
+			if c.Camera == cs.Camera {
+				fmt.Fprintf(w, "  [%s] %s: %s\n", mark(c), c.Name, c.Detail)
+				if !c.OK {
+					failed++
+				}
+			}
+		}
+		switch {
+		case failed > 0:
+			fmt.Fprintf(w, "  => camera %s: NOT AUTHENTIC: %d check(s) failed\n", cs.Camera, failed)
+		case r.CameraOK(cs.Camera):
+			fmt.Fprintf(w, "  => camera %s: every check passed\n", cs.Camera)
+		default:
+			fmt.Fprintf(w, "  => camera %s: its own checks passed, but a check of the whole export failed\n", cs.Camera)
+		}
 	}
 	switch {
 	case r.OK():
-		fmt.Fprintf(w, "VERDICT: AUTHENTIC: every check passed; the recording is complete and unaltered as signed by %s.\n", r.Signer)
+		what := "the recording is"
+		if len(r.Cameras) > 1 {
+			what = fmt.Sprintf("the recordings of all %d cameras are", len(r.Cameras))
+		}
+		fmt.Fprintf(w, "VERDICT: AUTHENTIC: every check passed; %s complete and unaltered as signed by %s.\n", what, r.Signer)
 	case len(r.Failed()) == 0 && !r.Pinned:
 		fmt.Fprintln(w, "VERDICT: NOT ESTABLISHED: the export is consistent, but its signer is not pinned; verify again with -device-cert.")
 	default:
 		names := make([]string, 0)
 		for _, c := range r.Failed() {
-			names = append(names, c.Name)
+			names = append(names, c.String())
 		}
 		fmt.Fprintf(w, "VERDICT: NOT AUTHENTIC: %d check(s) failed: %s.\n", len(names), strings.Join(names, "; "))
 	}
@@ -179,11 +270,53 @@ func VerifyFile(path string, opts VerifyOptions) (*Report, error) {
 	return Verify(tmp, size, opts), nil
 }
 
-// Verify checks an unencrypted export archive and reports every check.
+// camView is one camera of an export as the verifier checks it: a format-1 manifest of that camera alone
+// (for format 2, made from the camera's part and the shared fields), its video entry and stated gaps.
+type camView struct {
+	man   *Manifest
+	entry string
+	gaps  []Gap // nil in format 1, which states none
+	multi bool
+}
+
+// manifestViews parses a manifest of either format into one view per camera.
+func manifestViews(b []byte) ([]camView, *Manifest, error) {
+	format, err := ManifestFormatOf(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	if format != ManifestFormatMulti {
+		m, err := ParseManifest(b)
+		if err != nil {
+			return nil, nil, err
+		}
+		return []camView{{man: m, entry: EntryVideo}}, m, nil
+	}
+	mm, err := ParseMultiManifest(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	common := &Manifest{Format: mm.Format, Appliance: mm.Appliance, From: mm.From, To: mm.To, ExportedAt: mm.ExportedAt,
+		ExportedBy: mm.ExportedBy, Reason: mm.Reason, Checkpoint: mm.Checkpoint}
+	views := make([]camView, 0, len(mm.Cameras))
+	for _, p := range mm.Cameras {
+		m := *common
+		m.Camera, m.CameraURL, m.Start, m.End, m.Video, m.Segments = p.Camera, p.CameraURL, p.Start, p.End, p.Video, p.Segments
+		gaps := p.Gaps
+		if gaps == nil {
+			gaps = []Gap{}
+		}
+		views = append(views, camView{man: &m, entry: VideoEntry(p.Camera, true), gaps: gaps, multi: true})
+	}
+	return views, common, nil
+}
+
+// Verify checks an unencrypted export archive, of one camera (manifest format 1) or several (format 2),
+// and reports every check: those of the whole export, then each camera's.
 func Verify(r io.ReaderAt, size int64, opts VerifyOptions) *Report {
 	rep := &Report{}
 	z, err := openExportZip(r, size)
-	if !rep.add("archive", err, "the five entries of an evidence export, nothing else, within their size limits") {
+	if !rep.add("archive", err, "the entries of an evidence export, nothing else, within their size limits") {
 		return rep
 	}
 	certPEM, err := z.read(EntryCert)
@@ -221,18 +354,36 @@ func Verify(r io.ReaderAt, size int64, opts VerifyOptions) *Report {
 		}
 	}
 	rep.add("export signature", err, "manifest.json is signed by the device's export key (RSASSA-PSS, SHA-256)")
-	man, err := ParseManifest(mb)
+	views, man, err := manifestViews(mb)
 	if !rep.add("manifest", err, "") {
 		return rep
 	}
-	rep.Checks[len(rep.Checks)-1].Detail = fmt.Sprintf("%d segments of camera %s", len(man.Segments), man.Camera)
-	rep.Camera, rep.Start, rep.End = man.Camera, man.Start, man.End
+	rep.Format = man.Format
+	segs := 0
+	names := make([]string, len(views))
+	for i, v := range views {
+		segs += len(v.man.Segments)
+		names[i] = v.man.Camera
+	}
+	if len(views) == 1 {
+		rep.Checks[len(rep.Checks)-1].Detail = fmt.Sprintf("%d segments of camera %s", segs, views[0].man.Camera)
+		rep.Camera, rep.Start, rep.End = views[0].man.Camera, views[0].man.Start, views[0].man.End
+	} else {
+		rep.Checks[len(rep.Checks)-1].Detail = fmt.Sprintf("format 2: %d cameras (%s), %d segments, one checkpoint", len(views), strings.Join(names, ", "), segs)
+	}
+	rep.From, rep.To = man.From, man.To
 	rep.ExportedAt, rep.ExportedBy, rep.Reason = man.ExportedAt, man.ExportedBy, man.Reason
 	if man.Appliance != id.Appliance {
 		rep.add("appliance", fmt.Errorf("the manifest names appliance %.40q, the certificate %s", man.Appliance, id.Appliance), "")
 	}
+	// Every video entry belongs to a camera of the manifest; a camera's missing entry is that camera's failure.
+	for _, name := range z.videos {
+		if !slices.ContainsFunc(views, func(v camView) bool { return v.entry == name }) {
+			rep.add("archive", fmt.Errorf("%s is in the archive but no camera of the manifest names it", name), "")
+		}
+	}
 
-	// Checkpoint: signed by the log key at recording time.
+	// Checkpoint: signed by the log key at recording time, one for every camera.
 	ckptFile, err := z.read(EntryCheckpoint)
 	var ckpt Checkpoint
 	if err == nil && !bytes.Equal(ckptFile, []byte(man.Checkpoint)) {
@@ -250,26 +401,81 @@ func Verify(r io.ReaderAt, size int64, opts VerifyOptions) *Report {
 		rep.Checks[len(rep.Checks)-1].Detail = "the log checkpoint is signed by the device's log key (ECDSA P-256)"
 	}
 
-	expect, segErrs := checkSegments(man, id, ckpt, ckptOK)
-	for _, c := range segErrs {
-		rep.Checks = append(rep.Checks, c)
-	}
-
-	// video.mp4, streamed once.
-	vr, err := z.files[EntryVideo].Open()
-	if err == nil {
-		defer vr.Close()
-		var vres videoResult
-		vres, err = walkVideo(vr, man, expect, id)
-		rep.Fragments, rep.VideoBytes = vres.fragments, vres.size
-		for _, c := range vres.checks {
-			rep.Checks = append(rep.Checks, c)
-		}
-	}
-	if err != nil {
-		rep.add("video.mp4", err, "")
+	for _, v := range views {
+		rep.verifyCamera(z, v, id, ckpt, ckptOK)
 	}
 	return rep
+}
+
+// verifyCamera checks one camera: its segments against the checkpoint, its stated gaps (format 2) and its
+// video entry, streamed once.
+func (rep *Report) verifyCamera(z *exportZip, v camView, id *Identity, ckpt Checkpoint, ckptOK bool) {
+	cam := v.man.Camera
+	cs := CameraSummary{Camera: cam, Video: v.entry, Start: v.man.Start, End: v.man.End, Segments: len(v.man.Segments), Gaps: v.gaps}
+	first := len(rep.Checks)
+	expect, segChecks, spans := checkSegments(v.man, id, ckpt, ckptOK)
+	rep.Checks = append(rep.Checks, segChecks...)
+	if v.multi {
+		if v.man.Video.Name != v.entry {
+			rep.add("video", fmt.Errorf("the manifest names its video %.80q, but camera %s's video is %s", v.man.Video.Name, cam, v.entry), "")
+		}
+		if spans != nil {
+			want := computeGaps(v.man.From, v.man.To, spans)
+			rep.add("gaps", sameGaps(v.gaps, want), gapsDetail(want))
+		}
+	}
+	f := z.files[v.entry]
+	if f == nil {
+		rep.add("video", fmt.Errorf("%s is missing from the archive: the camera's recording was removed from the export", v.entry), "")
+	} else {
+		vr, err := f.Open()
+		if err == nil {
+			var vres videoResult
+			vres, err = walkVideo(vr, v.man, expect, id)
+			vr.Close()
+			cs.Fragments, cs.VideoBytes = vres.fragments, vres.size
+			rep.Checks = append(rep.Checks, vres.checks...)
+		}
+		if err != nil {
+			rep.add(EntryVideo, err, "")
+		}
+	}
+	for i := first; i < len(rep.Checks); i++ {
+		c := &rep.Checks[i]
+		c.Camera = cam
+		if v.entry != EntryVideo { // walkVideo names the file video.mp4
+			c.Name = strings.ReplaceAll(c.Name, EntryVideo, v.entry)
+			c.Detail = strings.ReplaceAll(c.Detail, EntryVideo, v.entry)
+		}
+	}
+	rep.Cameras = append(rep.Cameras, cs)
+}
+
+// sameGaps compares the gaps a manifest states with those the signed leaves show.
+func sameGaps(stated, want []Gap) error {
+	if len(stated) == len(want) {
+		same := true
+		for i := range want {
+			if !stated[i].From.Equal(want[i].From) || !stated[i].To.Equal(want[i].To) || stated[i].Reason != want[i].Reason {
+				same = false
+			}
+		}
+		if same {
+			return nil
+		}
+	}
+	return fmt.Errorf("the manifest states %d gap(s), the logged segments show %s", len(stated), gapsDetail(want))
+}
+
+func gapsDetail(gaps []Gap) string {
+	if len(gaps) == 0 {
+		return "no gap: the logged segments cover the requested range"
+	}
+	parts := make([]string, len(gaps))
+	for i, g := range gaps {
+		parts[i] = fmt.Sprintf("%s to %s %s", g.From.Format(time.RFC3339), g.To.Format(time.RFC3339), g.Reason)
+	}
+	return fmt.Sprintf("%d gap(s) in the requested range, as the logged segments show: %s", len(gaps), strings.Join(parts, "; "))
 }
 
 // expectedChunk is a fragment the manifest says is in video.mp4.
@@ -284,8 +490,11 @@ type expectedChunk struct {
 
 // checkSegments checks each segment's leaf, inclusion proof, chain and the sequence of segments, and
 // returns the fragments expected in video.mp4 in order.
-func checkSegments(man *Manifest, id *Identity, ckpt Checkpoint, ckptOK bool) ([]expectedChunk, []Check) {
+//
+// It also returns the segments' logged time ranges for the gaps check, or nil when a leaf is unreadable.
+func checkSegments(man *Manifest, id *Identity, ckpt Checkpoint, ckptOK bool) ([]expectedChunk, []Check, []gapSpan) {
 	var checks []Check
+	spans := []gapSpan{}
 	fail := func(name, format string, a ...any) {
 		checks = append(checks, Check{Name: name, Detail: fmt.Sprintf(format, a...)})
 	}
@@ -298,7 +507,11 @@ func checkSegments(man *Manifest, id *Identity, ckpt Checkpoint, ckptOK bool) ([
 		leaf, err := ParseSegmentLeaf([]byte(ms.Leaf))
 		if err != nil {
 			fail(name, "log entry unreadable: %v", err)
+			spans = nil
 			continue
+		}
+		if spans != nil {
+			spans = append(spans, gapSpan{start: leaf.Start, end: leaf.End, missing: ms.MediaMissing != ""})
 		}
 		name = fmt.Sprintf("segment %x (seq %d, %s)", leaf.Segment[:4], leaf.Seq, leaf.Start.Format(time.RFC3339))
 		if leaf.Appliance != id.Appliance || leaf.Camera != man.Camera {
@@ -379,7 +592,7 @@ func checkSegments(man *Manifest, id *Identity, ckpt Checkpoint, ckptOK bool) ([
 		checks = append(checks, Check{Name: "completeness", OK: true,
 			Detail: "consecutive segments in the log, none missing between the first and the last"})
 	}
-	return expect, checks
+	return expect, checks, spans
 }
 
 func hasFailure(cs []Check, name string) bool {

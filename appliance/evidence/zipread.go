@@ -6,11 +6,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Bounds on an export zip.
 const (
-	maxZipEntries  = 16
+	maxZipEntries  = 4 + MaxExportCameras
 	maxCentralDir  = 1 << 20
 	maxSmallEntry  = 64 << 10 // certificate, signature, checkpoint
 	eocdLen        = 22
@@ -19,13 +20,39 @@ const (
 	maxEOCDComment = 0xffff
 )
 
-// entryLimits is the largest uncompressed size allowed per entry name; no other name is allowed.
+// entryLimits is the largest uncompressed size allowed per entry name; no other name is allowed but
+// the video entries (isVideoEntry).
 var entryLimits = map[string]uint64{
-	EntryVideo:      1 << 42, // bounded by the archive's own size: it must be stored uncompressed
 	EntryManifest:   maxManifest,
 	EntrySignature:  maxSmallEntry,
 	EntryCert:       maxSmallEntry,
 	EntryCheckpoint: maxSmallEntry,
+}
+
+// maxVideoEntry bounds a video entry's declared size; it is also bounded by the archive's own size, as it
+// must be stored uncompressed.
+const maxVideoEntry = 1 << 42
+
+// isVideoEntry reports whether name is a video entry's name: video.mp4 (format 1) or video-<camera>.mp4
+// (format 2) with a valid camera name.
+func isVideoEntry(name string) bool {
+	if name == EntryVideo {
+		return true
+	}
+	cam, ok := strings.CutPrefix(name, "video-")
+	if !ok {
+		return false
+	}
+	cam, ok = strings.CutSuffix(cam, ".mp4")
+	return ok && ValidCameraName(cam)
+}
+
+func limitOf(name string) (uint64, bool) {
+	if isVideoEntry(name) {
+		return maxVideoEntry, true
+	}
+	l, ok := entryLimits[name]
+	return l, ok
 }
 
 // checkDirectory reads the zip's end-of-central-directory record (and its zip64 form) and refuses an
@@ -74,7 +101,7 @@ func checkDirectory(r io.ReaderAt, size int64) error {
 		dirSize = binary.LittleEndian.Uint64(z[40:48])
 	}
 	if entries > maxZipEntries {
-		return fmt.Errorf("%w: the archive has %d entries; an evidence export has 5", ErrFormat, entries)
+		return fmt.Errorf("%w: the archive has %d entries; an evidence export has at most %d", ErrFormat, entries, maxZipEntries)
 	}
 	if dirSize > maxCentralDir {
 		return fmt.Errorf("%w: zip directory of %d bytes", ErrFormat, dirSize)
@@ -84,11 +111,13 @@ func checkDirectory(r io.ReaderAt, size int64) error {
 
 // exportZip is an opened export archive whose entries passed the name and size checks.
 type exportZip struct {
-	files map[string]*zip.File
+	files  map[string]*zip.File
+	videos []string // the video entries, in archive order
 }
 
-// openExportZip opens an export archive, refusing anything but the five known entries, duplicates,
-// oversized entries and a compressed video (whose size could not be bounded by the archive's).
+// openExportZip opens an export archive, refusing anything but the four small entries and one or more
+// video entries, duplicates, oversized entries and a compressed video (whose size could not be bounded by
+// the archive's). Which video entries belong is the manifest's to say; the verifier checks it.
 func openExportZip(r io.ReaderAt, size int64) (*exportZip, error) {
 	if err := checkDirectory(r, size); err != nil {
 		return nil, err
@@ -99,7 +128,7 @@ func openExportZip(r io.ReaderAt, size int64) (*exportZip, error) {
 	}
 	z := &exportZip{files: map[string]*zip.File{}}
 	for _, f := range zr.File {
-		limit, ok := entryLimits[f.Name]
+		limit, ok := limitOf(f.Name)
 		if !ok {
 			return nil, fmt.Errorf("%w: entry %.80q is not part of an evidence export", ErrFormat, f.Name)
 		}
@@ -109,18 +138,28 @@ func openExportZip(r io.ReaderAt, size int64) (*exportZip, error) {
 		if f.UncompressedSize64 > limit {
 			return nil, fmt.Errorf("%w: entry %s declares %d bytes, more than the %d allowed", ErrFormat, f.Name, f.UncompressedSize64, limit)
 		}
-		if f.Name == EntryVideo && (f.Method != zip.Store || f.UncompressedSize64 != f.CompressedSize64) {
+		video := isVideoEntry(f.Name)
+		if video && (f.Method != zip.Store || f.UncompressedSize64 != f.CompressedSize64) {
 			return nil, fmt.Errorf("%w: %s must be stored uncompressed", ErrFormat, f.Name)
 		}
 		if f.Method != zip.Store && f.Method != zip.Deflate {
 			return nil, fmt.Errorf("%w: entry %s uses compression method %d", ErrFormat, f.Name, f.Method)
 		}
 		z.files[f.Name] = f
+		if video {
+			z.videos = append(z.videos, f.Name)
+		}
 	}
-	for name := range entryLimits {
+	for _, name := range []string{EntryManifest, EntrySignature, EntryCert, EntryCheckpoint} {
 		if z.files[name] == nil {
 			return nil, fmt.Errorf("%w: the archive has no %s", ErrFormat, name)
 		}
+	}
+	if len(z.videos) == 0 {
+		return nil, fmt.Errorf("%w: the archive has no video entry", ErrFormat)
+	}
+	if len(z.videos) > MaxExportCameras {
+		return nil, fmt.Errorf("%w: the archive has %d video entries, at most %d", ErrFormat, len(z.videos), MaxExportCameras)
 	}
 	return z, nil
 }
