@@ -38,8 +38,14 @@ func accountArgs(t testing.TB, specs ...string) []string {
 	return args
 }
 
-// simUsers returns camsim's accounts of one camera by name.
+// users returns camsim's accounts of one camera: password by name.
 func (s *sim) users(t testing.TB, cam string) map[string]string {
+	t.Helper()
+	return s.allUsers(t)[cam]
+}
+
+// allUsers returns camsim's accounts of every camera.
+func (s *sim) allUsers(t testing.TB) map[string]map[string]string {
 	t.Helper()
 	b, err := os.ReadFile(s.state)
 	if err != nil {
@@ -54,9 +60,12 @@ func (s *sim) users(t testing.TB, cam string) map[string]string {
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]string{}
-	for _, u := range st[cam].Users {
-		out[u.Username] = u.Password
+	out := map[string]map[string]string{}
+	for cam, st := range st {
+		out[cam] = map[string]string{}
+		for _, u := range st.Users {
+			out[cam][u.Username] = u.Password
+		}
 	}
 	return out
 }

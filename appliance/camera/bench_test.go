@@ -13,15 +13,27 @@ const benchCameras = 64
 
 // BenchmarkDiscoverAdopt64 measures WS-Discovery of 64 camsim cameras on a
 // namespace's loopback and their adoption over HTTPS (certificate pinned,
-// inventory read, generated password set and proven), 8 at a time.
+// inventory read, generated password set and proven, accounts listed), 8 at
+// a time.
 func BenchmarkDiscoverAdopt64(b *testing.B) {
+	benchDiscoverAdopt(b, nil)
+}
+
+// BenchmarkDiscoverAdopt64Accounts is BenchmarkDiscoverAdopt64 with three
+// more accounts on every camera: two deleted at adoption, one built in
+// (camsim refuses its deletion) given a generated password proven by a login.
+func BenchmarkDiscoverAdopt64Accounts(b *testing.B) {
+	benchDiscoverAdopt(b, accountArgs(b, "service:Operator", "installer:Administrator", "builtin:User:fixed"))
+}
+
+func benchDiscoverAdopt(b *testing.B, extra []string) {
 	nstest.Require(b)
 	tp := testTPM(b)
 	for b.Loop() {
 		b.StopTimer()
 		ns := nstest.New(b, "nvrcamb")
 		ns.Exec(b, "ip", "link", "set", "lo", "multicast", "on")
-		startSimIn(b, ns, benchCameras, "-discovery", "lo")
+		s := startSimIn(b, ns, benchCameras, append([]string{"-discovery", "lo"}, extra...)...)
 		dial, listen := nsNet(b, ns)
 		m, _ := newManager(b, b.TempDir(), tp, &syncBuffer{}, func(c *Config) {
 			c.Dial, c.ListenPacket, c.Interface = dial, listen, "lo"
@@ -50,6 +62,13 @@ func BenchmarkDiscoverAdopt64(b *testing.B) {
 		b.StopTimer()
 		if n := len(m.Cameras()); n != benchCameras {
 			b.Fatalf("adopted %d", n)
+		}
+		if len(extra) > 0 {
+			for cam, users := range s.allUsers(b) {
+				if len(users) != 2 || users["builtin"] == "builtin-factory-pw" {
+					b.Fatalf("%s: accounts after adoption: %d", cam, len(users))
+				}
+			}
 		}
 		b.StartTimer()
 	}
