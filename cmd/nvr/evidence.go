@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,8 +22,8 @@ import (
 	"github.com/edgenvr/nvr/internal/cli"
 )
 
-const evidenceUsage = `  nvr export -evidence -data DIR -tpm DEVICE -camera NAME -from TIME -to TIME -user NAME -reason TEXT
-             [-passphrase-file F] -o FILE.zip
+const evidenceUsage = `  nvr export -evidence -data DIR -tpm DEVICE -camera NAME [-camera NAME …] -from TIME -to TIME -user NAME
+             -reason TEXT [-passphrase-file F] -o FILE.zip     (-camera A,B,C also names several cameras)
   nvr verify FILE [-passphrase-file F] [-device-cert CERT]
   nvr hold -data DIR -camera NAME -from TIME -to TIME -reason TEXT
   nvr hold -data DIR -list | -release ID
@@ -69,13 +70,35 @@ func readPassphrase(path string) ([]byte, error) {
 	return b, nil
 }
 
+// cameraFlag collects -camera: repeated, or a comma-separated list, or both; each camera once, in order.
+type cameraFlag []string
+
+func (c *cameraFlag) String() string { return strings.Join(*c, ",") }
+
+func (c *cameraFlag) Set(v string) error {
+	for _, name := range strings.Split(v, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			return errors.New("empty camera name")
+		}
+		if !evidence.ValidCameraName(name) {
+			return fmt.Errorf("camera name %.80q: letters, digits, _ and - (at most 64)", name)
+		}
+		if !slices.Contains(*c, name) {
+			*c = append(*c, name)
+		}
+	}
+	return nil
+}
+
 func evidenceExport(args []string, stdout, stderr io.Writer) (int, error) {
 	fs := flag.NewFlagSet("nvr export -evidence", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Bool("evidence", true, "make a signed evidence export (zip)")
 	dataDir := fs.String("data", "/var/lib/nvr", "data directory of a stopped appliance")
 	tpmDev := fs.String("tpm", "/dev/tpmrm0", "TPM: a device path, swtpm:HOST:PORT or swtpm:unix:PATH")
-	camera := fs.String("camera", "", "camera name")
+	var cameras cameraFlag
+	fs.Var(&cameras, "camera", "camera name; repeat it, or give a comma-separated list, to export several cameras over the range in one file")
 	fromS := fs.String("from", "", "start of the range")
 	toS := fs.String("to", "", "end of the range")
 	user := fs.String("user", "", "the exporting operator, recorded in the export")
@@ -94,8 +117,11 @@ func evidenceExport(args []string, stdout, stderr io.Writer) (int, error) {
 	if err != nil {
 		return exitUsage, fmt.Errorf("-to: %w", err)
 	}
-	if *camera == "" || *out == "" || *user == "" || *reason == "" {
+	if len(cameras) == 0 || *out == "" || *user == "" || *reason == "" {
 		return exitUsage, errors.New("-camera, -o, -user and -reason are required")
+	}
+	if len(cameras) > evidence.MaxExportCameras {
+		return exitUsage, fmt.Errorf("%d cameras: at most %d in one export", len(cameras), evidence.MaxExportCameras)
 	}
 	pass, err := readPassphrase(*passFile)
 	if err != nil {
@@ -126,7 +152,7 @@ func evidenceExport(args []string, stdout, stderr io.Writer) (int, error) {
 		Log: ev.Log, Recordings: appliance.Recordings{DataDir: *dataDir, DB: db, Keys: dev},
 		ExportKey: ev.ExportKey, CertDER: ev.CertDER, Logger: log,
 	}
-	rep, err := ex.Export(ctx, evidence.ExportRequest{Camera: *camera, From: from, To: to, User: *user, Reason: *reason, Passphrase: pass}, tmp)
+	rep, err := ex.Export(ctx, evidence.ExportRequest{Cameras: cameras, From: from, To: to, User: *user, Reason: *reason, Passphrase: pass}, tmp)
 	if err != nil {
 		tmp.Close()
 		return 1, err
@@ -144,14 +170,30 @@ func evidenceExport(args []string, stdout, stderr io.Writer) (int, error) {
 	if err := os.Rename(tmp.Name(), *out); err != nil {
 		return 1, fmt.Errorf("output: %w", err)
 	}
-	fmt.Fprintf(stdout, "evidence export of %s: %s to %s, %d fragments from %d segments, %d bytes of video\n",
-		*camera, rep.Start.Format(time.RFC3339), rep.End.Format(time.RFC3339), rep.Fragments, rep.Segments, rep.VideoBytes)
-	fmt.Fprintf(stdout, "signed by appliance %s; log checkpoint of %d entries signed %s\n", ev.Appliance, rep.Checkpoint.Size, rep.Checkpoint.Time.Format(time.RFC3339))
-	for _, m := range rep.MediaMissing {
-		fmt.Fprintf(stdout, "WARNING: logged but unreadable, recorded as missing in the export: %s\n", m)
-	}
+	printExportReport(stdout, rep, ev.Appliance)
 	fmt.Fprintf(stdout, "verify with: nvr verify %s -device-cert %s\n", *out, filepath.Join(*dataDir, appliance.DeviceCertFile))
 	return 0, nil
+}
+
+// printExportReport says what an export holds: each camera, its gaps, and what could not be read.
+func printExportReport(w io.Writer, rep evidence.ExportReport, appliance string) {
+	if len(rep.Cameras) > 1 {
+		fmt.Fprintf(w, "evidence export of %d cameras (one manifest, one log checkpoint): %d fragments from %d segments, %d bytes of video\n",
+			len(rep.Cameras), rep.Fragments, rep.Segments, rep.VideoBytes)
+	}
+	for _, c := range rep.Cameras {
+		fmt.Fprintf(w, "evidence export of %s: %s to %s, %d fragments from %d segments, %d bytes of video (%s)\n",
+			c.Camera, c.Start.Format(time.RFC3339), c.End.Format(time.RFC3339), c.Fragments, c.Segments, c.VideoBytes, c.Video)
+		if len(rep.Cameras) > 1 {
+			for _, g := range c.Gaps {
+				fmt.Fprintf(w, "  gap in %s: %s to %s (%s): %s\n", c.Camera, g.From.Format(time.RFC3339), g.To.Format(time.RFC3339), g.To.Sub(g.From).Round(time.Second), g.Reason)
+			}
+		}
+	}
+	fmt.Fprintf(w, "signed by appliance %s; log checkpoint of %d entries signed %s\n", appliance, rep.Checkpoint.Size, rep.Checkpoint.Time.Format(time.RFC3339))
+	for _, m := range rep.MediaMissing {
+		fmt.Fprintf(w, "WARNING: logged but unreadable, recorded as missing in the export: %s\n", m)
+	}
 }
 
 func verify(args []string, stdout, stderr io.Writer) (int, error) {
