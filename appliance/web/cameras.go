@@ -175,7 +175,9 @@ func (p *cameraPages) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	d := &apiDecision{c: c, source: source(r)}
 	rw := &apiWriter{ResponseWriter: w, d: d}
-	p.api.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), apiDecisionKey{}, d)))
+	// The manager records the administrator's name on the choices it keeps (account exemptions).
+	ctx := camera.WithActor(context.WithValue(r.Context(), apiDecisionKey{}, d), c.sub.User)
+	p.api.ServeHTTP(rw, r.WithContext(ctx))
 	if !rw.wrote {
 		rw.WriteHeader(http.StatusOK)
 	}
@@ -205,6 +207,12 @@ func apiAction(method, pattern, id string) (string, string) {
 		return "camera.adopt", object
 	case strings.HasSuffix(path, "/accept"):
 		return "camera.accept", object
+	case strings.HasSuffix(path, "/accounts/keep"):
+		return "camera.account-keep", object
+	case strings.HasSuffix(path, "/accounts/enforce"):
+		return "camera.account-enforce", object
+	case strings.HasSuffix(path, "/accounts/audit"):
+		return "camera.account-audit", object
 	case path == "/cameras/rotate":
 		return "camera.rotate-all", object
 	case strings.HasSuffix(path, "/rotate"):

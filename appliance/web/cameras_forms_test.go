@@ -96,6 +96,9 @@ func TestCameraAPIAuditNames(t *testing.T) {
 		{"DELETE", "DELETE /cameras/{id}", "cam-a", "camera.forget", "camera/cam-a"},
 		{"POST", "POST /cameras/firmware/rollout", "", "camera.firmware-rollout", "cameras"},
 		{"POST", "POST /cameras/{id}/accept", "cam-a", "camera.accept", "camera/cam-a"},
+		{"POST", "POST /cameras/{id}/accounts/keep", "cam-a", "camera.account-keep", "camera/cam-a"},
+		{"POST", "POST /cameras/{id}/accounts/enforce", "cam-a", "camera.account-enforce", "camera/cam-a"},
+		{"POST", "POST /cameras/{id}/accounts/audit", "cam-a", "camera.account-audit", "camera/cam-a"},
 		{"POST", "POST /cameras/discover", "", "camera.discover", "cameras"},
 	} {
 		if a, o := apiAction(tc.method, tc.pattern, tc.id); a != tc.action || o != tc.object {
