@@ -5,9 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/edgenvr/nvr/appliance/authz"
 	"github.com/edgenvr/nvr/appliance/camera"
 	"github.com/edgenvr/nvr/appliance/ingest"
 )
@@ -58,15 +60,18 @@ type cameraFleet struct {
 	pl      *pipelines
 	log     *slog.Logger
 	changes chan string
+	audit   accountAudit
 }
 
 func newCameraFleet(cfg *Config, sealer camera.Sealer, pl *pipelines, al *alarms, log *slog.Logger) (*cameraFleet, error) {
 	f := &cameraFleet{pl: pl, log: log, changes: make(chan string, 256)}
+	f.audit.log = log
 	m, err := camera.New(camera.Config{
 		Dir:            filepath.Join(cfg.DataDir, "cameras"),
 		Sealer:         sealer,
 		Interface:      cfg.CameraInterface,
 		AllowPlainHTTP: cfg.AllowPlainHTTPCameras,
+		Audit:          f.audit.event,
 		Alarm: func(a camera.Alarm) {
 			al.raise(Alarm{Time: a.Time, Camera: a.Camera, Kind: string(a.Kind), Active: a.Active, Detail: a.Detail})
 		},
@@ -132,3 +137,83 @@ func (f *cameraFleet) sync(id string) {
 
 // event passes the ingest's stream events (video loss) to the manager's alarms.
 func (f *cameraFleet) event(e ingest.Event) { f.m.HandleIngestEvent(e) }
+
+// maxHeldAccountEvents bounds the camera account events held until the audit log opens.
+const maxHeldAccountEvents = 512
+
+// accountAudit passes the camera manager's account actions (accounts deleted, secured, left unsecured,
+// kept, enforced) to the audit log. The manager starts before the audit log (authz opens with the web
+// server), so events are held, bounded, until the log is attached; each is also in the manager's log.
+type accountAudit struct {
+	mu   sync.Mutex
+	sink func(camera.AccountEvent)
+	held []camera.AccountEvent
+	lost int
+	log  *slog.Logger
+}
+
+func (a *accountAudit) event(ev camera.AccountEvent) {
+	a.mu.Lock()
+	sink := a.sink
+	if sink == nil {
+		if len(a.held) >= maxHeldAccountEvents {
+			a.held = a.held[1:]
+			a.lost++
+		}
+		a.held = append(a.held, ev)
+	}
+	a.mu.Unlock()
+	if sink != nil {
+		sink(ev)
+	}
+}
+
+// auditLog is the part of *authz.Service the camera account events go to.
+type auditLog interface {
+	Event(subject authz.Subject, action, object, result, reason, source string)
+}
+
+// attach sends the held events and every later one to az's audit log, until the returned detach is
+// called (before az closes).
+func (a *accountAudit) attach(az auditLog) (detach func()) {
+	sink := func(ev camera.AccountEvent) {
+		reason := ev.Detail
+		if ev.Cause != "" {
+			reason = strings.TrimSpace(ev.Cause + ": " + reason)
+		}
+		if ev.Level != "" {
+			reason += " (level " + ev.Level + ")"
+		}
+		az.Event(authz.Subject{User: ev.By, Via: "camera-manager"}, "camera.account-"+ev.Action,
+			"camera/"+ev.Camera+"/account/"+ev.Account, ev.Result, reason, "")
+	}
+	a.mu.Lock()
+	held, lost := a.held, a.lost
+	a.held, a.lost, a.sink = nil, 0, sink
+	a.mu.Unlock()
+	if lost > 0 && a.log != nil {
+		a.log.Warn("camera account events dropped before the audit log opened (they are in this log)", "dropped", lost)
+	}
+	for _, ev := range held {
+		sink(ev)
+	}
+	return func() {
+		a.mu.Lock()
+		a.sink = nil
+		a.mu.Unlock()
+	}
+}
+
+// auditCameraAccounts connects the camera manager's account actions to the audit log of az; the returned
+// function disconnects them and must run before az closes. runAccess calls it once authz is open:
+//
+//	defer a.auditCameraAccounts(az)()
+func (a *Appliance) auditCameraAccounts(az *authz.Service) func() {
+	a.mu.Lock()
+	f := a.fleet
+	a.mu.Unlock()
+	if f == nil {
+		return func() {}
+	}
+	return f.audit.attach(az)
+}
