@@ -1,6 +1,8 @@
 // Package camera manages the appliance's cameras over ONVIF: WS-Discovery on
 // the camera network, adoption (HTTPS certificate pinned, inventory read,
-// the installer's password replaced by a generated one), inventory and the
+// the installer's password replaced by a generated one), the camera's other
+// accounts (deleted, or given a password nobody knows, at adoption, every
+// rotation and a periodic audit; see accounts.go), inventory and the
 // stale-firmware report, firmware rollouts (vendor checksum, canary, then
 // bulk, stopping at the first failure), password rotation (single, bulk, on
 // a schedule), ONVIF events (tamper, signal loss) and the ingest's video-loss
@@ -19,7 +21,8 @@
 //
 // It must never log, return in an error, or put in a URL a camera password;
 // never record from a quarantined camera ([Manager.Source] refuses); never
-// drop a password before its replacement has logged in; never take
+// drop a password before its replacement has logged in; never store or
+// show the passwords it gives other accounts; never take
 // authorization decisions (its HTTP API trusts the caller's authorizer).
 package camera
 
