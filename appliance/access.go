@@ -79,7 +79,7 @@ func (e webExporter) Export(ctx context.Context, req web.ExportRequest, w io.Wri
 	if req.ApprovedBy != "" {
 		reason += " (approved by " + req.ApprovedBy + ")"
 	}
-	_, err := e.x.Export(ctx, evidence.ExportRequest{Camera: req.Camera, From: req.From, To: req.To, User: req.User,
+	_, err := e.x.Export(ctx, evidence.ExportRequest{Camera: req.Camera, Cameras: req.Cameras, From: req.From, To: req.To, User: req.User,
 		Reason: reason, Passphrase: req.Passphrase}, w)
 	return err
 }

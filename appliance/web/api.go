@@ -56,7 +56,10 @@ type Segment struct {
 
 // ExportRequest is an export the access control allowed (and, where policy asks, a second person approved).
 type ExportRequest struct {
+	// Camera is the camera of a single-camera export; Cameras lists the cameras of an export of several
+	// over the one range (each allowed on its own), in the order asked for.
 	Camera     string
+	Cameras    []string
 	From, To   time.Time
 	User       string // the exporting operator
 	Reason     string

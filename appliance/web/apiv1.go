@@ -18,6 +18,7 @@ func (s *Server) apiRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /api/v1/cameras/{camera}/live", s.with(s.apiLive))
 	m.HandleFunc("GET /api/v1/cameras/{camera}/recordings", s.with(s.apiRecordings))
 	m.HandleFunc("POST /api/v1/cameras/{camera}/export", s.with(s.apiExport))
+	m.HandleFunc("POST /api/v1/export", s.with(s.apiExportSet))
 	m.HandleFunc("GET /api/v1/audit", s.with(s.auditExport))
 }
 

@@ -174,7 +174,7 @@ func (s *Server) exportEstimate(cam string, from, to time.Time) int64 {
 
 func (s *Server) export(w http.ResponseWriter, r *http.Request, c *caller, req ExportRequest) {
 	req.User = c.sub.User
-	cam, from, to := req.Camera, req.From, req.To
+	cams, from, to := req.cameras(), req.From, req.To
 	if s.cfg.Exporter == nil {
 		s.fail(w, r, c, http.StatusServiceUnavailable, "exports are not available on this appliance")
 		return
@@ -184,30 +184,40 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, c *caller, req E
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Minute))
 	_ = rc.SetReadDeadline(time.Time{})
-	name := fmt.Sprintf("%s-%s-evidence.zip", cam, from.UTC().Format("20060102T150405Z"))
-	if len(req.Passphrase) > 0 {
-		name += ".age"
+	var estimate int64
+	for _, cam := range cams {
+		estimate += s.exportEstimate(cam, from, to)
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, name))
-	w.Header().Set("X-Export-Estimate", fmt.Sprint(s.exportEstimate(cam, from, to)))
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, exportFileName(req)))
+	w.Header().Set("X-Export-Estimate", fmt.Sprint(estimate))
 	how := ""
 	if len(req.Passphrase) > 0 {
 		how = ", passphrase-encrypted"
 	}
+	if len(cams) > 1 {
+		how += fmt.Sprintf(", one export of %d cameras (%s)", len(cams), strings.Join(cams, ", "))
+	}
+	// Each camera gets its own audit entry, so a search by camera finds the export.
 	if err := s.cfg.Exporter.Export(r.Context(), req, w); err != nil {
 		s.stats.exportFailures.Add(1)
-		s.log.Error("web: export failed", "camera", cam, "err", err)
-		s.az.Event(c.sub, "export", "camera/"+cam, "fail", "export failed", source(r))
+		s.log.Error("web: export failed", "cameras", strings.Join(cams, ","), "err", err)
+		for _, cam := range cams {
+			s.az.Event(c.sub, "export", "camera/"+cam, "fail", "export failed"+how, source(r))
+		}
 		return
 	}
 	s.stats.exports.Add(1)
-	s.az.Event(c.sub, "export", "camera/"+cam, "ok", fmt.Sprintf("%s to %s%s, reason: %s", from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), how, req.Reason), source(r))
+	for _, cam := range cams {
+		s.az.Event(c.sub, "export", "camera/"+cam, "ok", fmt.Sprintf("%s to %s%s, reason: %s", from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), how, req.Reason), source(r))
+	}
 }
 
 type approvalData struct {
 	A    authz.Approval
 	Mine bool
+	// Cameras are all the cameras an export approval covers, when it covers several.
+	Cameras []string
 }
 
 func (s *Server) approvalPage(w http.ResponseWriter, r *http.Request, c *caller, _ url.Values) {
@@ -216,7 +226,7 @@ func (s *Server) approvalPage(w http.ResponseWriter, r *http.Request, c *caller,
 		s.fail(w, r, c, http.StatusNotFound, "no such approval")
 		return
 	}
-	s.render(w, r, c, 200, "approval.html", page{Title: "Approval", Data: approvalData{A: a, Mine: true}})
+	s.render(w, r, c, 200, "approval.html", page{Title: "Approval", Data: approvalData{A: a, Mine: true, Cameras: s.exports.get(a.ID)}})
 }
 
 func (s *Server) approvalPost(w http.ResponseWriter, r *http.Request, c *caller, f url.Values) {
@@ -229,11 +239,11 @@ func (s *Server) approvalPost(w http.ResponseWriter, r *http.Request, c *caller,
 	if err := s.az.Approve(r.Context(), id, f.Get("approver"), f.Get("approver_password"), f.Get("approver_code"), source(r)); err != nil {
 		code, msg := errorFor(err)
 		retry(w, err)
-		s.render(w, r, c, code, "approval.html", page{Title: "Approval", Error: msg, Data: approvalData{A: a, Mine: true}})
+		s.render(w, r, c, code, "approval.html", page{Title: "Approval", Error: msg, Data: approvalData{A: a, Mine: true, Cameras: s.exports.get(id)}})
 		return
 	}
 	a, _ = s.az.PendingApproval(id)
-	s.render(w, r, c, 200, "approval.html", page{Title: "Approval", Message: "approved by " + a.ApprovedBy, Data: approvalData{A: a, Mine: true}})
+	s.render(w, r, c, 200, "approval.html", page{Title: "Approval", Message: "approved by " + a.ApprovedBy, Data: approvalData{A: a, Mine: true, Cameras: s.exports.get(id)}})
 }
 
 // approvalRun carries out an approved request, once: the export download or the deletion.
@@ -250,7 +260,16 @@ func (s *Server) approvalRun(w http.ResponseWriter, r *http.Request, c *caller, 
 	}
 	switch a.Request.Action {
 	case authz.Export:
-		s.export(w, r, c, ExportRequest{Camera: a.Request.Camera, From: a.Request.From, To: a.To, Reason: a.Note, ApprovedBy: a.ApprovedBy, Passphrase: pass})
+		req := ExportRequest{Camera: a.Request.Camera, From: a.Request.From, To: a.To, Reason: a.Note, ApprovedBy: a.ApprovedBy, Passphrase: pass}
+		// An approval of several cameras: UseApproval decided the first again; every camera is decided again.
+		if cams := s.exports.take(a.ID); len(cams) > 1 {
+			if _, err := s.decideCameras(c, r, cams, a.Request.From); err != nil {
+				s.fail(w, r, c, http.StatusForbidden, err.Error())
+				return
+			}
+			req.Camera, req.Cameras = "", cams
+		}
+		s.export(w, r, c, req)
 	case authz.Delete:
 		s.delete(w, r, c, DeleteRequest{Camera: a.Request.Camera, From: a.Request.From, To: a.To, Reason: a.Note, ApprovedBy: a.ApprovedBy})
 	default:

@@ -38,6 +38,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/cameras/{camera}/timeline", s.with(s.timeline))
 	m.HandleFunc("GET /api/v1/metrics", s.with(s.metrics))
 	m.HandleFunc("POST /cameras/{camera}/export", s.with(s.exportPost))
+	m.HandleFunc("GET /export", s.with(s.exportPage))
+	m.HandleFunc("POST /export", s.with(s.exportSetPost))
 	m.HandleFunc("GET /approvals/{id}", s.with(s.approvalPage))
 	m.HandleFunc("POST /approvals/{id}", s.with(s.approvalPost))
 	m.HandleFunc("POST /approvals/{id}/download", s.with(s.approvalRun))

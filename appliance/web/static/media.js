@@ -485,6 +485,15 @@ function bindExport(form) {
       from: toRFC3339(String(fd.get("from"))), to: toRFC3339(String(fd.get("to"))),
       reason: String(fd.get("reason") || ""), passphrase: String(fd.get("passphrase") || ""),
     };
+    // The export page's form names several cameras; a camera page's form posts to that camera's URL.
+    const cams = fd.getAll("camera").map(String);
+    if (form.querySelector('input[name="camera"]')) {
+      if (cams.length === 0) {
+        status.textContent = "choose at least one camera";
+        return;
+      }
+      body.cameras = cams;
+    }
     status.textContent = "starting the export";
     try {
       const r = await fetch(form.dataset.api, {
