@@ -386,6 +386,44 @@ func TestBrowserLiveViewPlaybackExport(t *testing.T) {
 		t.Errorf("nvr verify of the browser's download: exit %d\n%s", code, out)
 	}
 
+	// Several cameras in one file: the camera page's link opens the export page (in a second tab, so that
+	// the live view above keeps playing) with cam1 ticked; the user ticks cam2; the browser downloads one
+	// file that nvr verify accepts camera by camera.
+	href := eval[string](t, tab, `document.getElementById("export-several").getAttribute("href")`)
+	if !strings.HasPrefix(href, "/export?camera=cam1&") {
+		t.Fatalf("the camera page links to %q", href)
+	}
+	xtab := tabAs(t, b, admin)
+	if _, err := chromedp.CallBrowser(xtab, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+		Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dl, BrowserContextID: chromedp.FromContext(xtab).BrowserContextID}); err != nil {
+		t.Fatalf("download behavior: %v", err)
+	}
+	do(t, xtab, "export page", chromedp.Navigate(origin+href), chromedp.WaitVisible(chromedp.ID("export-cam-cam2")))
+	if !eval[bool](t, xtab, `document.getElementById("export-cam-cam1").checked`) {
+		t.Error("cam1 is not ticked on the export page reached from its camera page")
+	}
+	do(t, xtab, "export of two cameras",
+		chromedp.Click(chromedp.ID("export-cam-cam2")),
+		chromedp.SetValue(chromedp.ID("export-from"), began.Add(-time.Minute).UTC().Format("2006-01-02T15:04:05")),
+		chromedp.SetValue(chromedp.ID("export-to"), to.Format("2006-01-02T15:04:05")),
+		chromedp.SendKeys(chromedp.ID("reason"), "incident 2026-202"),
+		chromedp.Click(chromedp.ID("export")))
+	var multi string
+	waitFor(t, 120*time.Second, "the downloaded export of two cameras", func() bool {
+		es, _ := os.ReadDir(dl)
+		for _, e := range es {
+			if strings.Contains(e.Name(), "2-cameras-") && strings.HasSuffix(e.Name(), ".zip") {
+				multi = filepath.Join(dl, e.Name())
+				return true
+			}
+		}
+		return false
+	})
+	if out, code := a.nvr("verify", multi, "-device-cert", a.deviceCert()); code != 0 || !strings.Contains(out, "the recordings of all 2 cameras are complete") ||
+		!strings.Contains(out, "camera cam1: every check passed") || !strings.Contains(out, "camera cam2: every check passed") {
+		t.Errorf("nvr verify of the browser's two-camera download: exit %d\n%s", code, out)
+	}
+
 	// A role without the camera: no video on the page, and the server refuses the stream requests.
 	vtab := tabAs(t, b, viewer)
 	do(t, vtab, "viewer on cam2", chromedp.Navigate(origin+"/cameras/cam2"), chromedp.WaitVisible(chromedp.CSS("main")))
@@ -398,6 +436,18 @@ func TestBrowserLiveViewPlaybackExport(t *testing.T) {
 			t.Errorf("viewer GET %s: %d, want 403", p, st)
 		}
 	}
+	// The viewer may export no camera: the export page offers none, and the API refuses, naming the camera.
+	do(t, vtab, "viewer's export page", chromedp.Navigate(origin+"/export?camera=cam1"), chromedp.WaitVisible(chromedp.ID("error")))
+	if msg := eval[string](t, vtab, `document.getElementById("error").textContent + " " + (document.getElementById("export-refused") || {}).textContent`); !strings.Contains(msg, "you may export no camera") ||
+		!strings.Contains(msg, "cam1: no role grants camera.export on camera cam1") {
+		t.Errorf("viewer's export page says %q", msg)
+	}
+	if r := eval[string](t, vtab, `fetch("/api/v1/export", {method: "POST", credentials: "same-origin", headers: {"Content-Type": "application/json",
+			"X-CSRF-Token": document.querySelector('meta[name="csrf"]').content}, body: JSON.stringify({cameras: ["cam1", "cam2"],
+			from: "`+began.UTC().Format(time.RFC3339)+`", to: "`+to.Format(time.RFC3339)+`", reason: "curious"})}).then(async r => r.status + " " + await r.text())`); !strings.HasPrefix(r, "403 ") ||
+		!strings.Contains(r, "camera cam1") || !strings.Contains(r, "camera cam2") {
+		t.Errorf("viewer's API export: %s", r)
+	}
 	// The same viewer may watch cam1.
 	if st := eval[int](t, vtab, `fetch("/api/v1/cameras/cam1/playback?at=`+at+`", {credentials: "same-origin"}).then(async r => { await r.arrayBuffer(); return r.status; })`); st != 200 {
 		t.Errorf("viewer playback of cam1: %d", st)
@@ -406,7 +456,7 @@ func TestBrowserLiveViewPlaybackExport(t *testing.T) {
 	// Metrics: the administrator (status right) gets the exposition; the viewer is refused.
 	st, body := admin.get("/api/v1/metrics")
 	for _, want := range []string{`nvr_camera_recording{camera="cam1"} 1`, "nvr_recorded_bytes_total{camera=\"cam2\"}", "nvr_storage_used_bytes",
-		`nvr_login_attempts_total{step="password",result="ok"}`, "nvr_live_viewers 1", "nvr_exports_total{result=\"ok\"} 1"} {
+		`nvr_login_attempts_total{step="password",result="ok"}`, "nvr_live_viewers 1", "nvr_exports_total{result=\"ok\"} 2"} {
 		if st != 200 || !strings.Contains(body, want) {
 			t.Errorf("metrics: %d, lacks %q", st, want)
 		}
@@ -433,6 +483,8 @@ func TestBrowserLiveViewPlaybackExport(t *testing.T) {
 		{Subject: "admin", Action: "camera.live", Object: "camera/cam1", Result: "allow"},
 		{Subject: "admin", Action: "camera.playback", Object: "camera/cam1@", Result: "allow"},
 		{Subject: "admin", Action: "export", Object: "camera/cam1", Result: "ok"},
+		{Subject: "admin", Action: "export", Object: "camera/cam2", Result: "ok"},
+		{Subject: "viewer1", Action: "camera.export", Object: "camera/cam2", Result: "deny"},
 		{Subject: "viewer1", Action: "camera.live", Object: "camera/cam2", Result: "deny"},
 		{Subject: "viewer1", Action: "camera.playback", Object: "camera/cam2@", Result: "deny"},
 		{Subject: "viewer1", Action: "system.status", Object: "system", Result: "deny"},
