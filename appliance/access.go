@@ -162,6 +162,8 @@ func (a *Appliance) runAccess(ctx context.Context, dev *tpm.TPM, db *store.DB, e
 		return err
 	}
 	defer func() { err = errors.Join(err, az.Close()) }()
+	// Camera account changes (deleted, secured, appeared) go to the audit log while authz is open.
+	defer a.auditCameraAccounts(az)()
 	// Directory login (LDAP/AD, Kerberos): settings in DATA/directory.json, secrets sealed by the TPM,
 	// edited at /config/directory. Off until an administrator configures it.
 	dirMgr, err := directory.NewManager(directory.ManagerConfig{Path: filepath.Join(a.cfg.DataDir, "directory.json"), Sealer: dev},
