@@ -36,8 +36,13 @@ const (
 	KeyAgeRecovery uint8 = 2
 )
 
-// FormatVersion is the segment format version this package writes and reads.
-const FormatVersion = 1
+// FormatVersion is the segment format version this package writes. It reads every version from
+// minFormatVersion on: version 1 sealed a trailer under the nonce of its chunk index, the nonce of a data
+// chunk at that index whose write failed and was rolled back (its bytes may be on the device); version 2
+// puts the flags in the nonce, so a trailer never shares a nonce with a data chunk. Nothing else differs.
+const FormatVersion = 2
+
+const minFormatVersion = 1
 
 var magic = [6]byte{'N', 'V', 'R', 'S', 'E', 'G'}
 
@@ -95,6 +100,17 @@ type Header struct {
 	InitHash [32]byte
 	// Keys hold the segment's DEK, wrapped; [Create] fills them.
 	Keys []WrappedKey
+	// Version is the format version of the file, set when a header is read. [Create] ignores it and
+	// writes FormatVersion.
+	Version uint16
+}
+
+// version is the format version h was written in: FormatVersion for a header not read from a file.
+func (h Header) version() uint16 {
+	if h.Version == 0 {
+		return FormatVersion
+	}
+	return h.Version
 }
 
 // WrappedKey is the DEK wrapped for one recipient. Type is one of
@@ -143,7 +159,7 @@ func marshalHeader(h Header) ([]byte, error) {
 	}
 	b := make([]byte, 0, 256)
 	b = append(b, magic[:]...)
-	b = binary.BigEndian.AppendUint16(b, FormatVersion)
+	b = binary.BigEndian.AppendUint16(b, h.version())
 	b = binary.BigEndian.AppendUint32(b, 0) // length, patched below
 	b = append(b, h.SegmentID[:]...)
 	b = append(b, byte(len(h.Camera)))
@@ -174,7 +190,7 @@ func headerLen(prefix []byte) (int, error) {
 	if !bytes.Equal(prefix[:len(magic)], magic[:]) {
 		return 0, formatErr("bad magic")
 	}
-	if v := binary.BigEndian.Uint16(prefix[6:8]); v != FormatVersion {
+	if v := binary.BigEndian.Uint16(prefix[6:8]); v < minFormatVersion || v > FormatVersion {
 		return 0, formatErr("unsupported format version %d", v)
 	}
 	n := binary.BigEndian.Uint32(prefix[8:12])
@@ -236,6 +252,7 @@ func parseHeader(b []byte) (Header, error) {
 	}
 	c := &cursor{b: b[fixedPrefix:]}
 	var h Header
+	h.Version = binary.BigEndian.Uint16(b[6:8])
 	copy(h.SegmentID[:], c.take(16))
 	h.Camera = string(c.take(int(c.u8())))
 	h.Start = time.Unix(0, int64(c.u64())).UTC()
@@ -271,9 +288,13 @@ func cloneHeader(h Header) Header {
 	return h
 }
 
-// chunkNonce is the 96-bit big-endian chunk index.
-func chunkNonce(idx uint64) [12]byte {
+// chunkNonce is the chunk's nonce: in version 2, three zero bytes, the frame's flags and the 64-bit
+// big-endian chunk index; in version 1, four zero bytes and the index (the flags left out).
+func chunkNonce(version uint16, idx uint64, flags byte) [12]byte {
 	var n [12]byte
+	if version >= 2 {
+		n[3] = flags
+	}
 	binary.BigEndian.PutUint64(n[4:], idx)
 	return n
 }

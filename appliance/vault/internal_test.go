@@ -242,7 +242,8 @@ func TestHeaderLimits(t *testing.T) {
 		good[:11],
 		append(bytes.Clone(good), 0),
 		func() []byte { b := bytes.Clone(good); b[11] = 0xff; b[10] = 0xff; return b }(),
-		func() []byte { b := bytes.Clone(good); b[7] = 2; return b }(),
+		func() []byte { b := bytes.Clone(good); b[7] = 3; return b }(),
+		func() []byte { b := bytes.Clone(good); b[7] = 0; return b }(),
 		func() []byte { b := bytes.Clone(good); b[0] = 'X'; return b }(),
 	} {
 		if _, err := parseHeader(b); !errors.Is(err, ErrFormat) {
@@ -330,7 +331,7 @@ func BenchmarkSealOnly(b *testing.B) {
 			var idx uint64
 			b.SetBytes(int64(size))
 			for b.Loop() {
-				buf = sealFrame(aead, &hh, buf, plain, idx, 0)
+				buf = sealFrame(aead, FormatVersion, &hh, buf, plain, idx, 0)
 				idx++
 			}
 		})

@@ -164,7 +164,7 @@ func openChunk(f *os.File, size, off int64, idx uint64, h *Header, hdrHash *[32]
 	if err != nil {
 		return nil, ChunkInfo{}, ct, err
 	}
-	nonce := chunkNonce(idx)
+	nonce := chunkNonce(h.version(), idx, flags)
 	aad := chunkAAD(hdrHash, idx, flags)
 	plain, err := aead.Open(make([]byte, 0, len(ct)-gcmTag), nonce[:], ct, aad[:])
 	if err != nil {

@@ -84,7 +84,7 @@ func Repair(path string, u Unwrapper) (res RepairResult, err error) {
 		}
 	}
 	if !res.HadTrailer {
-		frame := sealFrame(aead, &hdrHash, nil, nil, res.Chunks, flagFinal)
+		frame := sealFrame(aead, h.version(), &hdrHash, nil, nil, res.Chunks, flagFinal)
 		if _, err := f.WriteAt(frame, off); err != nil {
 			return RepairResult{}, fmt.Errorf("vault: repair %s: write trailer: %w", path, err)
 		}

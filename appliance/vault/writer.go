@@ -33,8 +33,9 @@ type Writer struct {
 	err error
 	// burned is the SHA-256 of a frame whose write failed and was rolled
 	// back. Its bytes may have reached the disk, so index n may be sealed
-	// again only with the same bytes (a retry), or as the empty trailer:
-	// other content under the same nonce would reuse the GCM keystream.
+	// again only with the same bytes (a retry), or as the trailer, whose
+	// nonce carries the final flag (format version 2) and so differs: other
+	// data under the same nonce would reuse the GCM keystream.
 	burned *[32]byte
 	closed bool
 }
@@ -69,6 +70,7 @@ func Create(path string, h Header, to *ecdh.PublicKey, rnd io.Reader) (w *Writer
 	}
 	h.Keys = []WrappedKey{{Type: KeyECIESP256, Data: blob}}
 	h.Start = h.Start.UTC()
+	h.Version = FormatVersion
 	hdr, err := marshalHeader(h)
 	if err != nil {
 		return nil, fmt.Errorf("vault: create %s: %w", path, err)
@@ -171,7 +173,7 @@ func (w *Writer) Size() int64 { return w.size }
 // framePool holds frame buffers for writeFrame.
 var framePool = sync.Pool{New: func() any { return new([]byte) }}
 
-func sealFrame(aead cipher.AEAD, hdrHash *[32]byte, dst, plain []byte, idx uint64, flags byte) []byte {
+func sealFrame(aead cipher.AEAD, version uint16, hdrHash *[32]byte, dst, plain []byte, idx uint64, flags byte) []byte {
 	need := frameHeader + len(plain) + gcmTag
 	if cap(dst) < need {
 		dst = make([]byte, 0, need)
@@ -179,7 +181,7 @@ func sealFrame(aead cipher.AEAD, hdrHash *[32]byte, dst, plain []byte, idx uint6
 	dst = dst[:frameHeader]
 	binary.BigEndian.PutUint32(dst[0:4], uint32(len(plain)+gcmTag))
 	dst[4] = flags
-	nonce := chunkNonce(idx)
+	nonce := chunkNonce(version, idx, flags)
 	aad := chunkAAD(hdrHash, idx, flags)
 	return aead.Seal(dst, nonce[:], plain, aad[:])
 }
@@ -254,7 +256,7 @@ func (w *Writer) writeFrame(plain []byte, flags byte) (ChunkInfo, error) {
 	// a few buffers serve many cameras instead of one each.
 	bp := framePool.Get().(*[]byte)
 	defer framePool.Put(bp) // before any sync: see Write
-	frame := sealFrame(w.aead, &w.hdrHash, (*bp)[:0], plain, idx, flags)
+	frame := sealFrame(w.aead, w.h.version(), &w.hdrHash, (*bp)[:0], plain, idx, flags)
 	*bp = frame
 	if w.burned != nil && sha256.Sum256(frame) != *w.burned && (flags&flagFinal == 0 || len(plain) != 0) {
 		w.err = fmt.Errorf("vault: append %s chunk %d: a failed write of other content used this chunk's nonce; close the segment and start a new one", w.path, idx)
