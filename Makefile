@@ -39,7 +39,7 @@ bench: deps clips build
 	$(GO) test -run '^$$' -bench Login -benchtime 20x ./appliance/authz/
 	$(GO) test -run '^$$' -bench 'Decide|AuditAppend' -benchtime 2s ./appliance/authz/
 	$(GO) test -run '^$$' -bench . -benchtime 3x -benchmem ./appliance/camera/
-	$(GO) test -run '^$$' -bench 'Export|Verify|ReadFile|SignaturesPerHour' -benchtime 3x ./appliance/evidence/
+	$(GO) test -run '^$$' -bench 'Export|Verify|ReadFile|SignaturesPerHour|ReadAuditAnchors' -benchtime 3x ./appliance/evidence/
 	$(GO) test -run '^$$' -bench DownloadInstall -benchtime 3x ./update/
 	$(GO) test -run '^$$' -bench 'IndexOpen|Seek|PlaybackStreams' -benchtime 100x -timeout 30m ./appliance/playback/
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./appliance/authz/directory/
