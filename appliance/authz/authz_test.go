@@ -301,7 +301,7 @@ func TestDualAuthorization(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.UseApproval(a.ID, op, ""); !errors.Is(err, ErrDenied) {
+	if _, err := s.UseApproval(a.ID, op, []string{"cam1"}, ""); !errors.Is(err, ErrDenied) {
 		t.Fatalf("unapproved use: %v", err)
 	}
 	clk.Advance(31 * time.Second)
@@ -312,10 +312,10 @@ func TestDualAuthorization(t *testing.T) {
 	if err := s.Approve(ctx, a.ID, "admin", adminPW, ac, ""); err == nil {
 		t.Fatal("TOTP code replayed")
 	}
-	if _, err := s.UseApproval(a.ID, op, ""); err != nil {
+	if _, err := s.UseApproval(a.ID, op, []string{"cam1"}, ""); err != nil {
 		t.Fatalf("use: %v", err)
 	}
-	if _, err := s.UseApproval(a.ID, op, ""); err == nil {
+	if _, err := s.UseApproval(a.ID, op, []string{"cam1"}, ""); err == nil {
 		t.Fatal("approval used twice")
 	}
 }

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -216,8 +217,6 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, c *caller, req E
 type approvalData struct {
 	A    authz.Approval
 	Mine bool
-	// Cameras are all the cameras an export approval covers, when it covers several.
-	Cameras []string
 }
 
 func (s *Server) approvalPage(w http.ResponseWriter, r *http.Request, c *caller, _ url.Values) {
@@ -226,7 +225,7 @@ func (s *Server) approvalPage(w http.ResponseWriter, r *http.Request, c *caller,
 		s.fail(w, r, c, http.StatusNotFound, "no such approval")
 		return
 	}
-	s.render(w, r, c, 200, "approval.html", page{Title: "Approval", Data: approvalData{A: a, Mine: true, Cameras: s.exports.get(a.ID)}})
+	s.render(w, r, c, 200, "approval.html", page{Title: "Approval", Data: approvalData{A: a, Mine: true}})
 }
 
 func (s *Server) approvalPost(w http.ResponseWriter, r *http.Request, c *caller, f url.Values) {
@@ -239,11 +238,11 @@ func (s *Server) approvalPost(w http.ResponseWriter, r *http.Request, c *caller,
 	if err := s.az.Approve(r.Context(), id, f.Get("approver"), f.Get("approver_password"), f.Get("approver_code"), source(r)); err != nil {
 		code, msg := errorFor(err)
 		retry(w, err)
-		s.render(w, r, c, code, "approval.html", page{Title: "Approval", Error: msg, Data: approvalData{A: a, Mine: true, Cameras: s.exports.get(id)}})
+		s.render(w, r, c, code, "approval.html", page{Title: "Approval", Error: msg, Data: approvalData{A: a, Mine: true}})
 		return
 	}
 	a, _ = s.az.PendingApproval(id)
-	s.render(w, r, c, 200, "approval.html", page{Title: "Approval", Message: "approved by " + a.ApprovedBy, Data: approvalData{A: a, Mine: true, Cameras: s.exports.get(id)}})
+	s.render(w, r, c, 200, "approval.html", page{Title: "Approval", Message: "approved by " + a.ApprovedBy, Data: approvalData{A: a, Mine: true}})
 }
 
 // approvalRun carries out an approved request, once: the export download or the deletion.
@@ -253,7 +252,19 @@ func (s *Server) approvalRun(w http.ResponseWriter, r *http.Request, c *caller, 
 		s.fail(w, r, c, http.StatusBadRequest, err.Error())
 		return
 	}
-	a, err := s.az.UseApproval(r.PathValue("id"), c.sub, source(r))
+	id := r.PathValue("id")
+	// The download carries out exactly what was approved: authz's record names the cameras, and
+	// UseApproval checks the set and decides every camera again (each decision audited).
+	p, err := s.az.PendingApproval(id)
+	if err != nil || p.Requester != c.sub.User {
+		s.fail(w, r, c, http.StatusForbidden, "the approval is missing, used or expired")
+		return
+	}
+	a, err := s.az.UseApproval(id, c.sub, p.Cameras, source(r))
+	if refused := (*authz.RefusedError)(nil); errors.As(err, &refused) {
+		s.fail(w, r, c, http.StatusForbidden, refused.Error()+". Nothing was exported or deleted: the approval is spent; ask again for the cameras you may still use")
+		return
+	}
 	if err != nil {
 		s.fail(w, r, c, http.StatusForbidden, "the approval is missing, used or expired")
 		return
@@ -261,13 +272,8 @@ func (s *Server) approvalRun(w http.ResponseWriter, r *http.Request, c *caller, 
 	switch a.Request.Action {
 	case authz.Export:
 		req := ExportRequest{Camera: a.Request.Camera, From: a.Request.From, To: a.To, Reason: a.Note, ApprovedBy: a.ApprovedBy, Passphrase: pass}
-		// An approval of several cameras: UseApproval decided the first again; every camera is decided again.
-		if cams := s.exports.take(a.ID); len(cams) > 1 {
-			if _, err := s.decideCameras(c, r, cams, a.Request.From); err != nil {
-				s.fail(w, r, c, http.StatusForbidden, err.Error())
-				return
-			}
-			req.Camera, req.Cameras = "", cams
+		if len(a.Cameras) > 1 {
+			req.Camera, req.Cameras = "", a.Cameras
 		}
 		s.export(w, r, c, req)
 	case authz.Delete:

@@ -8,7 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
+
 	"time"
 
 	"github.com/edgenvr/nvr/appliance/authz"
@@ -17,57 +17,10 @@ import (
 // Exports of several cameras over one range: the export page (/export), its form and the API
 // (POST /api/v1/export). Every camera is decided on its own through authz, and audited; one camera the
 // caller may not export refuses the whole export, naming it, rather than leaving it out. Under dual
-// authorization one approval covers the whole set.
+// authorization one authz approval covers the whole set, and names it.
 
 // maxExportCameras bounds the cameras of one export (the evidence format's own bound).
 const maxExportCameras = 64
-
-// exportSetTTL is how long the server remembers the cameras of a requested approval: longer than any
-// approval lives in authz, which refuses an expired one anyway.
-const exportSetTTL = time.Hour
-
-// exportSets remembers which cameras an approval of a several-camera export covers. authz's approval
-// names one camera (the first of the set) and is decided again on that one when used; the server keeps
-// the set until the approval is used, then decides every other camera again too.
-type exportSets struct {
-	mu sync.Mutex
-	m  map[string]exportSet
-}
-
-type exportSet struct {
-	cameras []string
-	created time.Time
-}
-
-func (e *exportSets) put(id string, cameras []string, now time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.m == nil {
-		e.m = map[string]exportSet{}
-	}
-	for k, v := range e.m {
-		if now.Sub(v.created) > exportSetTTL {
-			delete(e.m, k)
-		}
-	}
-	e.m[id] = exportSet{cameras: slices.Clone(cameras), created: now}
-}
-
-// get returns the cameras of an approval, or nil for a single-camera approval.
-func (e *exportSets) get(id string) []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return slices.Clone(e.m[id].cameras)
-}
-
-// take returns the cameras of an approval and forgets them.
-func (e *exportSets) take(id string) []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	set := e.m[id]
-	delete(e.m, id)
-	return set.cameras
-}
 
 // validCamera reports whether name is a camera name as the appliance allows it: letters, digits, _ and -,
 // at most 64.
@@ -224,20 +177,15 @@ func (s *Server) exportSet(w http.ResponseWriter, r *http.Request, c *caller, as
 		return
 	}
 	if needApproval {
-		req := authz.Request{Subject: c.sub, Source: source(r), Action: authz.Export, Camera: cams[0], From: from}
-		a, err := s.az.RequestApproval(req, to, reason)
+		// One approval covers the set; authz records and audits every camera of it.
+		req := authz.Request{Subject: c.sub, Source: source(r), Action: authz.Export, From: from}
+		a, err := s.az.RequestApprovalCameras(req, cams, to, reason)
 		if err != nil {
 			s.fail(w, r, c, http.StatusInternalServerError, "approval could not be requested")
 			return
 		}
-		if len(cams) > 1 {
-			s.exports.put(a.ID, cams, s.cfg.Now())
-			s.az.Event(c.sub, "approval.request", "cameras/"+strings.Join(cams, ","), "pending",
-				fmt.Sprintf("approval %s covers the export of %d cameras (%s) from %s to %s", a.ID, len(cams), strings.Join(cams, ", "),
-					from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339)), source(r))
-		}
 		if strings.HasPrefix(r.URL.Path, "/api/") {
-			writeJSON(w, http.StatusAccepted, map[string]any{"approval": a.ID, "cameras": cams, "status": "waiting for a second person"})
+			writeJSON(w, http.StatusAccepted, map[string]any{"approval": a.ID, "cameras": a.Cameras, "status": "waiting for a second person"})
 			return
 		}
 		http.Redirect(w, r, "/approvals/"+url.PathEscape(a.ID), http.StatusSeeOther)

@@ -144,7 +144,7 @@ func TestExportSeveralCameras(t *testing.T) {
 	sc := e.client("")
 	e.enrolLogin(sc, "sup", pw)
 	_, _, stok := e.get(sc, "/export")
-	resp = e.post(sc, "/export", url.Values{"csrf": {stok}, "camera": {"cam1", "cam2"}, "from": {from}, "to": {to}, "reason": {"incident 2026-312"}})
+	resp = e.post(sc, "/export", url.Values{"csrf": {stok}, "camera": {"cam2", "cam1"}, "from": {from}, "to": {to}, "reason": {"incident 2026-312"}})
 	resp.Body.Close()
 	loc := resp.Header.Get("Location")
 	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/approvals/") {
@@ -192,13 +192,29 @@ func TestExportSeveralCameras(t *testing.T) {
 		t.Fatalf("approved set after cam2 was withdrawn: %d %s", resp.StatusCode, b)
 	}
 
-	// The audit log: each camera decided, the refusal, the approval of the set, an export entry per camera.
+	// The audit log: each camera decided, the refusal, the approval of the set (authz's own entries for
+	// its request, approval and use name every camera, and there is one request entry per approval), an
+	// export entry per camera.
+	set := "cameras/cam1,cam2@" + now.Add(-20*time.Minute).UTC().Format(time.RFC3339)
+	for _, w := range []struct{ subject, action, result string }{
+		{"sup", "approval.request", "pending"},
+		{"admin", "approve", "ok"},
+		{"sup", "approval.use", "ok"},
+		{"sup", "approval.use", "fail"},
+	} {
+		es, err := e.az.AuditEntries(authz.AuditFilter{Subject: w.subject, Action: w.action, Result: w.result, Limit: 1000})
+		if err != nil || !slices.ContainsFunc(es, func(en authz.Entry) bool { return en.Object == set }) {
+			t.Errorf("no audit entry %+v on %s (%v)", w, set, err)
+		}
+		if w.action == "approval.request" && len(es) != 2 {
+			t.Errorf("%d approval requests for 2 approvals: %+v", len(es), es)
+		}
+	}
 	for _, w := range []struct{ subject, action, object, result string }{
 		{"inv", "camera.export", "camera/cam2", "allow"},
 		{"inv", "camera.export", "camera/gate", "deny"},
 		{"inv", "export", "camera/cam2", "ok"},
 		{"vms1", "camera.export", "camera/gate", "deny"},
-		{"sup", "approval.request", "cameras/cam1,cam2", "pending"},
 		{"sup", "export", "camera/cam2", "ok"},
 		{"sup", "camera.export", "camera/cam2", "deny"},
 	} {

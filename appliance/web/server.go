@@ -84,7 +84,6 @@ type Server struct {
 	// Fingerprint is the SHA-256 of the certificate's public key (SPKI), for pinning.
 	fingerprint string
 	stats       mediaStats
-	exports     exportSets // cameras of pending approvals of several-camera exports
 }
 
 // New checks the configuration, makes the self-signed certificate with the TPM key and parses the pages.
