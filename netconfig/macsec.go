@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 )
 
 // MACsec runs wpa_supplicant with the macsec_linux driver on one camera port: MKA with a pre-shared CAK
@@ -124,4 +126,102 @@ func (m *MACsec) Run(ctx context.Context) error {
 		}
 		backoff = min(2*backoff, 30*time.Second)
 	}
+}
+
+// secyState is what the kernel says of one MACsec interface: its receive secure channels (one per MKA
+// peer that proved it holds the CAK and was given the SAK) and its count of MACsec frames dropped because
+// they came from a secure channel it does not know.
+type secyState struct {
+	activeRXSCs int
+	noSCI       uint64 // InPktsNoSCI + InPktsUnknownSCI
+}
+
+// Generic netlink "macsec" family (linux/if_macsec.h).
+const (
+	macsecCmdGetTXSC         = 0
+	macsecAttrIfindex        = 1
+	macsecAttrRXSCList       = 6
+	macsecAttrSecYStats      = 8
+	macsecRXSCAttrActive     = 2
+	macsecStatsUnknownSCI    = 6
+	macsecStatsNoSCI         = 7
+	nlaTypeMask              = 0x3fff
+	maxMACsecDumpMessages    = 4096
+	macsecGenlVersion        = 1
+	macsecDumpMessageMaxSize = 1 << 20
+)
+
+// readSecY dumps the kernel's MACsec SecYs and returns the state of the one with ifindex.
+func readSecY(ifindex int) (secyState, error) {
+	fam, err := netlink.GenlFamilyGet("macsec")
+	if err != nil {
+		return secyState{}, fmt.Errorf("macsec generic netlink family: %w", err)
+	}
+	req := nl.NewNetlinkRequest(int(fam.ID), unix.NLM_F_DUMP)
+	req.AddData(&nl.Genlmsg{Command: macsecCmdGetTXSC, Version: macsecGenlVersion})
+	msgs, err := req.Execute(unix.NETLINK_GENERIC, 0)
+	if err != nil {
+		return secyState{}, fmt.Errorf("macsec dump: %w", err)
+	}
+	if len(msgs) > maxMACsecDumpMessages {
+		msgs = msgs[:maxMACsecDumpMessages]
+	}
+	for _, m := range msgs {
+		if len(m) < 4 || len(m) > macsecDumpMessageMaxSize {
+			continue
+		}
+		st, idx, err := parseSecY(m[4:]) // after the generic netlink header
+		if err != nil {
+			return secyState{}, err
+		}
+		if idx == ifindex {
+			return st, nil
+		}
+	}
+	return secyState{}, fmt.Errorf("macsec dump: no SecY with ifindex %d", ifindex)
+}
+
+// parseSecY reads one SecY's attributes of a MACSEC_CMD_GET_TXSC dump.
+func parseSecY(b []byte) (secyState, int, error) {
+	attrs, err := nl.ParseRouteAttr(b)
+	if err != nil {
+		return secyState{}, 0, fmt.Errorf("macsec dump: %w", err)
+	}
+	var st secyState
+	idx := -1
+	for _, a := range attrs {
+		switch a.Attr.Type & nlaTypeMask {
+		case macsecAttrIfindex:
+			if len(a.Value) >= 4 {
+				idx = int(nl.NativeEndian().Uint32(a.Value))
+			}
+		case macsecAttrRXSCList:
+			scs, err := nl.ParseRouteAttr(a.Value)
+			if err != nil {
+				return secyState{}, 0, fmt.Errorf("macsec dump: RX SC list: %w", err)
+			}
+			for _, sc := range scs {
+				fields, err := nl.ParseRouteAttr(sc.Value)
+				if err != nil {
+					return secyState{}, 0, fmt.Errorf("macsec dump: RX SC: %w", err)
+				}
+				for _, f := range fields {
+					if f.Attr.Type&nlaTypeMask == macsecRXSCAttrActive && len(f.Value) >= 1 && f.Value[0] != 0 {
+						st.activeRXSCs++
+					}
+				}
+			}
+		case macsecAttrSecYStats:
+			stats, err := nl.ParseRouteAttr(a.Value)
+			if err != nil {
+				return secyState{}, 0, fmt.Errorf("macsec dump: SecY stats: %w", err)
+			}
+			for _, s := range stats {
+				if t := s.Attr.Type & nlaTypeMask; (t == macsecStatsUnknownSCI || t == macsecStatsNoSCI) && len(s.Value) >= 8 {
+					st.noSCI += nl.NativeEndian().Uint64(s.Value)
+				}
+			}
+		}
+	}
+	return st, idx, nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -126,6 +127,55 @@ func (m *Manager) Leases() []Lease { return m.dhcp.Leases() }
 
 // Sightings are the cameras seen on ports through LLDP and EAPOL.
 func (m *Manager) Sightings() map[string]Sighting { return m.observer.Sightings() }
+
+// MACsecState is how a MACsec camera port stands, as netconfig sees it.
+type MACsecState struct {
+	Port string
+	// Interface is the port's MACsec interface ("" before wpa_supplicant has made it). wpa_supplicant makes it
+	// as soon as MKA runs, with or without a peer: its existence proves nothing.
+	Interface string
+	// Secured is true when the MACsec interface has a receive secure channel: a device on the port proved
+	// it holds the port's CAK and MKA agreed a SAK with it. Until then nothing of the port is delivered.
+	Secured bool
+	// Peers are the MAC addresses, other than the port's own, that sent EAPOL (MKA included) or LLDP frames
+	// on the port, sorted. A peer on a port that is not Secured is a device without the port's key: a swapped
+	// or rogue camera, or one configured with another CAK or CKN.
+	Peers []string
+	// RejectedFrames counts the MACsec frames the port dropped because they came from a secure channel it
+	// has not agreed (a device protecting its frames with a key of its own).
+	RejectedFrames uint64
+}
+
+// MACsecStates reports every MACsec camera port, sorted by port name.
+func (m *Manager) MACsecStates() []MACsecState {
+	seen := m.observer.Sightings()
+	out := make([]MACsecState, 0, len(m.macsec))
+	for port, x := range m.macsec {
+		st := MACsecState{Port: port, Interface: x.Interface()}
+		own := ""
+		if l, err := netlink.LinkByName(port); err == nil {
+			own = l.Attrs().HardwareAddr.String()
+		}
+		if st.Interface != "" {
+			if l, err := netlink.LinkByName(st.Interface); err == nil {
+				sy, err := readSecY(l.Attrs().Index)
+				if err != nil {
+					m.log.Warn("MACsec state", "port", port, "err", err)
+				}
+				st.Secured, st.RejectedFrames = sy.activeRXSCs > 0, sy.noSCI
+			}
+		}
+		for mac, s := range seen {
+			if s.Port == port && mac != own {
+				st.Peers = append(st.Peers, mac)
+			}
+		}
+		slices.Sort(st.Peers)
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b MACsecState) int { return strings.Compare(a.Port, b.Port) })
+	return out
+}
 
 // Counters are the ruleset's drop counters.
 func (m *Manager) Counters() (map[string]Counter, error) { return m.net.Firewall().Counters() }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -68,6 +69,7 @@ func TestKernelFeaturesInVM(t *testing.T) {
 	}
 	t.Run("vlan", testVLANInVM)
 	t.Run("macsec", testMACsecInVM)
+	t.Run("macsec-wrong-key", testMACsecWrongKeyInVM)
 }
 
 // runManager runs a Manager until the test ends, then removes its ruleset (the machine is shared by the
@@ -451,5 +453,240 @@ func testMACsecInVM(t *testing.T) {
 	}
 	if clear > 0 {
 		t.Errorf("%d frames on the raw link carry RTSP in clear", clear)
+	}
+}
+
+// macsecPort makes a camera port name in the appliance, its other end eth0 in a new namespace, both up with
+// IPv6 off (see testMACsecInVM).
+func macsecPort(t *testing.T, name, nsPrefix string) *nstest.NS {
+	t.Helper()
+	var self *nstest.NS
+	ns := nstest.New(t, nsPrefix)
+	self.Exec(t, "ip", "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", ns.Name)
+	ns.Exec(t, "busybox", "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6")
+	if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", []byte("1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns.Exec(t, "ip", "link", "set", "eth0", "up")
+	self.Exec(t, "ip", "link", "set", name, "up")
+	return ns
+}
+
+func randomKey(t *testing.T) MACsecKey {
+	t.Helper()
+	k := MACsecKey{CAK: make([]byte, 16), CKN: make([]byte, 16)}
+	if _, err := rand.Read(k.CAK); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rand.Read(k.CKN); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// startCameraMKA runs a camera's wpa_supplicant (MKA, macsec_linux) on eth0 of ns with key.
+func startCameraMKA(t *testing.T, ns *nstest.NS, key MACsecKey) *nstest.Proc {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "wpa.conf")
+	body := fmt.Sprintf("eapol_version=3\nap_scan=0\nnetwork={\n\tkey_mgmt=NONE\n\teapol_flags=0\n\tmacsec_policy=1\n"+
+		"\tmacsec_integ_only=0\n\tmka_priority=255\n\tmka_cak=%s\n\tmka_ckn=%s\n}\n", hex.EncodeToString(key.CAK), hex.EncodeToString(key.CKN))
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Start(t, "wpa_supplicant", "-D", "macsec_linux", "-i", "eth0", "-c", conf)
+}
+
+// testMACsecWrongKeyInVM: the negative case of a MACsec camera port. Three ports: mk0 with the right camera
+// (the time its MKA takes to secure the port is the yardstick), mk1 with a camera holding another CAK under
+// the port's CKN, mk2 with a camera holding another CAK and CKN. wpa_supplicant makes each port's MACsec
+// interface as soon as MKA runs, peer or not; what a wrong key never gets is a receive secure channel. So,
+// within max(20 s, 3× the good port's time): mk1 and mk2 never get a receive secure channel (the kernel, read
+// with ip macsec) and their raw ports never join the camera bridge; the rogue cameras get no lease, in clear
+// or over MACsec interfaces of their own; their clear-text DHCP, ARP and IP and their MACsec frames reach
+// neither the bridge nor the appliance (a capture on the bridge, the dead-port drop counter, the SecY's
+// unknown-channel drops); and netconfig reports mk1 and mk2 not secured with the rogue camera as the peer,
+// mk0 secured.
+func testMACsecWrongKeyInVM(t *testing.T) {
+	var self *nstest.NS
+	good := macsecPort(t, "mk0", "mkok")
+	rogueCAK := macsecPort(t, "mk1", "mkcak")
+	rogueCKN := macsecPort(t, "mk2", "mkckn")
+	k0, k1, k2 := randomKey(t), randomKey(t), randomKey(t)
+	m := runManager(t, ManagerConfig{Network: Config{Mode: ModeBridge,
+		Ports:   []Port{{Name: "mk0", MACsec: &k0}, {Name: "mk1", MACsec: &k1}, {Name: "mk2", MACsec: &k2}},
+		Address: netip.MustParsePrefix("10.77.0.1/24"), ReconcileEvery: 300 * time.Millisecond}})
+	br := m.Network().CameraInterface()
+	nstest.WaitFor(t, 30*time.Second, "the camera bridge", func() bool {
+		_, err := netlink.LinkByName(br)
+		return err == nil
+	})
+	brCapt := startCapture(t, br, nil)
+
+	wrongCAK := MACsecKey{CAK: randomKey(t).CAK, CKN: k1.CKN}
+	wrongBoth := randomKey(t)
+	start := time.Now()
+	procs := map[string]*nstest.Proc{
+		"mk0": startCameraMKA(t, good, k0),
+		"mk1": startCameraMKA(t, rogueCAK, wrongCAK),
+		"mk2": startCameraMKA(t, rogueCKN, wrongBoth),
+	}
+	alive := func() {
+		for port, p := range procs {
+			if p.Exited() {
+				t.Fatalf("camera wpa_supplicant on %s exited:\n%s", port, p.Output())
+			}
+		}
+	}
+	inBridge := func(name string) bool {
+		l, err := netlink.LinkByName(name)
+		b, berr := netlink.LinkByName(br)
+		return err == nil && berr == nil && l.Attrs().MasterIndex == b.Attrs().Index
+	}
+	// The kernel's word, independent of netconfig's: does the port's MACsec interface have a receive SC?
+	rxsc := func(port string) bool {
+		x := macsecOf(port)
+		if x == "" {
+			return false
+		}
+		out, _ := self.Try("ip", "macsec", "show", x)
+		return strings.Contains(out, "RXSC:")
+	}
+	// Checked all along the window: no secure channel on mk1 or mk2, and their raw ports stay out of the bridge.
+	var violations []string
+	rogueUp := func() {
+		for _, p := range []string{"mk1", "mk2"} {
+			if rxsc(p) {
+				violations = append(violations, fmt.Sprintf("%s: a receive secure channel at %v", p, time.Since(start)))
+			}
+			if inBridge(p) {
+				violations = append(violations, fmt.Sprintf("%s: raw port in the bridge at %v", p, time.Since(start)))
+			}
+		}
+	}
+	nstest.WaitFor(t, 60*time.Second, "the right camera's secure channel, its MACsec interface in the camera bridge", func() bool {
+		alive()
+		rogueUp()
+		x := macsecOf("mk0")
+		return x != "" && inBridge(x) && rxsc("mk0")
+	})
+	okAfter := time.Since(start)
+	window := max(20*time.Second, 3*okAfter)
+	t.Logf("MKA with the right key secured mk0 in %v; watching the wrong-key ports for %v", okAfter.Round(100*time.Millisecond), window)
+	t.Logf("mk1 after %v: %s", time.Since(start).Round(100*time.Millisecond), self.Exec(t, "ip", "macsec", "show", macsecOf("mk1")))
+
+	before, err := m.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogues := map[string]*nstest.NS{"mk1": rogueCAK, "mk2": rogueCKN}
+	rogueMACs := map[string]string{}
+	rogueMACsec := map[string]bool{}
+	for i, port := range []string{"mk1", "mk2"} {
+		ns := rogues[port]
+		rogueMACs[port] = macOf(t, ns, "eth0")
+		// DHCP discover in clear on the raw link.
+		if ip := lease(t, ns, "eth0", 2); ip != "" {
+			t.Errorf("rogue camera on %s got a lease: %s", port, ip)
+		}
+		// Its own MACsec interface, if its wpa_supplicant made one, gets nowhere either.
+		out, _ := ns.Try("ip", "-o", "link", "show", "type", "macsec")
+		for _, l := range strings.Split(out, "\n") {
+			if mm := macsecLinkRE.FindStringSubmatch(l); mm != nil {
+				t.Logf("rogue camera on %s has its own MACsec interface %s", port, mm[1])
+				ns.Exec(t, "ip", "link", "set", mm[1], "up")
+				if ip := lease(t, ns, mm[1], 2); ip != "" {
+					t.Errorf("rogue camera on %s got a lease over its MACsec interface: %s", port, ip)
+				}
+			}
+		}
+		// A SecY of its own with a key it chose (what a camera with another CAK ends up sending): ARP and
+		// IP protected with a secure channel the port never agreed.
+		key := make([]byte, 16)
+		if _, err := rand.Read(key); err != nil {
+			t.Fatal(err)
+		}
+		ns.Exec(t, "ip", "link", "add", "link", "eth0", "msec9", "type", "macsec", "port", "9", "encrypt", "on")
+		ns.Exec(t, "ip", "macsec", "add", "msec9", "tx", "sa", "0", "pn", "1", "on", "key", "01", hex.EncodeToString(key))
+		ns.Exec(t, "ip", "addr", "add", fmt.Sprintf("10.77.0.%d/24", 211+i), "dev", "msec9")
+		ns.Exec(t, "ip", "link", "set", "msec9", "up")
+		if pings(ns, "10.77.0.1") {
+			t.Errorf("rogue camera on %s reaches the appliance over a MACsec channel of its own", port)
+		}
+		ns.Exec(t, "ip", "link", "del", "msec9")
+		rogueMACsec[port] = true
+		// ARP for the appliance in clear, then IP straight to the port's MAC address.
+		ip := fmt.Sprintf("10.77.0.%d", 201+i)
+		ns.Exec(t, "ip", "addr", "add", ip+"/24", "dev", "eth0")
+		if pings(ns, "10.77.0.1") {
+			t.Errorf("rogue camera on %s reaches the appliance (ARP)", port)
+		}
+		ns.Exec(t, "ip", "neigh", "replace", "10.77.0.1", "lladdr", macOf(t, self, port), "dev", "eth0")
+		if pings(ns, "10.77.0.1") {
+			t.Errorf("rogue camera on %s reaches the appliance", port)
+		}
+	}
+	// The rest of the window: poll until it ends.
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(start) < window {
+		alive()
+		rogueUp()
+		<-tick.C
+	}
+	rogueUp()
+	for _, v := range violations {
+		t.Error(v)
+	}
+	t.Logf("no secure channel on the wrong-key ports %v after the start (the right key took %v)",
+		time.Since(start).Round(100*time.Millisecond), okAfter.Round(100*time.Millisecond))
+
+	for _, l := range m.Leases() {
+		for port, mac := range rogueMACs {
+			if strings.EqualFold(l.MAC, mac) {
+				t.Errorf("a lease for the rogue camera on %s: %+v", port, l)
+			}
+		}
+	}
+	after, err := m.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after[CounterDead].Packets <= before[CounterDead].Packets {
+		t.Errorf("clear-text IP on the wrong-key ports not dropped and counted: %+v → %+v", before[CounterDead], after[CounterDead])
+	}
+	t.Logf("dead-port drops: %d → %d", before[CounterDead].Packets, after[CounterDead].Packets)
+	brCapt.Stop()
+	_, srcs, _, err := brCapt.snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for port, mac := range rogueMACs {
+		if srcs[mac] > 0 {
+			t.Errorf("%d frames of the rogue camera on %s arrived in the camera bridge", srcs[mac], port)
+		}
+	}
+
+	states := m.MACsecStates()
+	t.Logf("MACsec port states: %+v", states)
+	if len(states) != 3 {
+		t.Fatalf("want 3 MACsec port states: %+v", states)
+	}
+	for _, st := range states {
+		switch st.Port {
+		case "mk0":
+			if !st.Secured || st.Interface == "" {
+				t.Errorf("mk0 (right key) not reported secured: %+v", st)
+			}
+		default:
+			if st.Secured {
+				t.Errorf("%s (wrong key) reported secured: %+v", st.Port, st)
+			}
+			if rogueMACsec[st.Port] && st.RejectedFrames == 0 {
+				t.Errorf("%s: the rogue camera's MACsec frames not counted as rejected: %+v", st.Port, st)
+			}
+			if !slices.Contains(st.Peers, rogueMACs[st.Port]) {
+				t.Errorf("%s: the rogue camera %s not reported as a peer: %+v", st.Port, rogueMACs[st.Port], st)
+			}
+		}
 	}
 }
