@@ -8,7 +8,8 @@ import (
 )
 
 // runNetwork walls the camera network off (bridge or VLAN, nftables, DHCP, 802.1X, MACsec) until ctx ends,
-// and turns its 802.1X failures and camera moves into alarms. The ruleset outlives the daemon.
+// and turns its 802.1X failures, camera moves and devices without the key on MACsec ports into alarms. The
+// ruleset outlives the daemon.
 func (a *Appliance) runNetwork(ctx context.Context, al *alarms) (func() error, error) {
 	cfg := *a.cfg.Network
 	onAuth, onMove := cfg.OnAuth, cfg.OnMove
@@ -32,5 +33,14 @@ func (a *Appliance) runNetwork(ctx context.Context, al *alarms) (func() error, e
 	}
 	done := make(chan error, 1)
 	go func() { done <- nm.Run(ctx) }()
-	return func() error { return <-done }, nil
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		(&macsecWatch{}).run(ctx, nm.MACsecStates, al)
+	}()
+	return func() error {
+		err := <-done
+		<-watched
+		return err
+	}, nil
 }
