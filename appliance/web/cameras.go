@@ -108,6 +108,7 @@ func (s *Server) cameraRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST /cameras/{id}/rotate", s.with(p.rotatePost))
 	m.HandleFunc("POST /cameras/{id}/accept", s.with(p.acceptPost))
 	m.HandleFunc("POST /cameras/{id}/forget", s.with(p.forgetPost))
+	m.HandleFunc("POST /cameras/{id}/accounts/{action}", s.with(p.accountsPost))
 	m.HandleFunc("POST "+pathRolloutPage, p.uploadPost)
 	m.HandleFunc("GET /api/v1/cameras/firmware/rollouts", s.with(p.rolloutsAPI))
 	// The manager's API: the more specific live, recordings and export routes stay the server's own.
@@ -173,9 +174,18 @@ func (p *cameraPages) serveAPI(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(uploadReadLimit))
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(rolloutLimit))
 	}
+	p.callAPI(w, r, c)
+}
+
+// callAPI runs one camera API request of the authenticated caller c (whose CSRF token, for a change,
+// was checked) through the manager's handler: the manager asks [cameraPages.authorize], which decides
+// and audits the cameras right; the outcome of a change is audited; the manager records c's name on
+// the choices it keeps (account exemptions). The camera pages' account actions call it too, so the API
+// and the pages share one decision, one audit and one set of checks. p.api must be set.
+func (p *cameraPages) callAPI(w http.ResponseWriter, r *http.Request, c *caller) *apiDecision {
+	changes := r.Method != http.MethodGet && r.Method != http.MethodHead
 	d := &apiDecision{c: c, source: source(r)}
 	rw := &apiWriter{ResponseWriter: w, d: d}
-	// The manager records the administrator's name on the choices it keeps (account exemptions).
 	ctx := camera.WithActor(context.WithValue(r.Context(), apiDecisionKey{}, d), c.sub.User)
 	p.api.ServeHTTP(rw, r.WithContext(ctx))
 	if !rw.wrote {
@@ -189,6 +199,7 @@ func (p *cameraPages) serveAPI(w http.ResponseWriter, r *http.Request) {
 		action, object := apiAction(r.Method, d.pattern, d.id)
 		p.s.az.Event(c.sub, action, object, res, reason, d.source)
 	}
+	return d
 }
 
 // apiAction names a camera API change for the audit log.

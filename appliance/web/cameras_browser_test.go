@@ -131,23 +131,7 @@ func TestCameraBrowser(t *testing.T) {
 	camerasScreenshot(e, admin)
 
 	// A viewer without the cameras right: no navigation link, the page and the API refused, audited.
-	sub := authz.Subject{User: "admin", Via: "session"}
-	if err := e.az.PutRole(sub, authz.Role{Name: "watch", Cameras: map[string][]authz.Action{authz.AllCameras: {authz.Live}},
-		System: []authz.Action{authz.ViewStatus}}, ""); err != nil {
-		t.Fatal(err)
-	}
-	const viewerPassword = "plum orchard 31 sunrise"
-	if err := e.az.CreateUser(sub, authz.NewUser{Name: "viewer1", Password: viewerPassword, Roles: []string{"watch"}}, ""); err != nil {
-		t.Fatal(err)
-	}
-	viewer := e.tab(b)
-	e.do(viewer, "viewer login", chromedp.Navigate(e.origin+"/login"), chromedp.WaitVisible(chromedp.ID("name")),
-		chromedp.SendKeys(chromedp.ID("name"), "viewer1"), chromedp.SendKeys(chromedp.ID("password"), viewerPassword),
-		chromedp.Click(chromedp.ID("submit")), chromedp.WaitVisible(chromedp.ID("secret")))
-	vs := jsText(e, viewer, "#secret")
-	vc, _ := authz.TOTPCode(vs, e.clk.Now())
-	e.do(viewer, "viewer enrol", chromedp.SendKeys(chromedp.ID("code"), vc), chromedp.Click(chromedp.ID("submit")),
-		chromedp.WaitVisible(chromedp.ID("continue")), chromedp.Click(chromedp.ID("continue")), chromedp.WaitVisible(chromedp.ID("cameras")))
+	viewer := camViewer(e, b)
 	if h, _ := chromedp.Run(viewer, chromedp.OuterHTML(chromedp.CSS("header"))); strings.Contains(h, `href="/cameras"`) {
 		t.Error("the viewer sees the camera page in the navigation")
 	}
@@ -194,6 +178,30 @@ func TestCameraBrowser(t *testing.T) {
 			t.Error("a camera password is in the log")
 		}
 	}
+}
+
+// camViewer creates viewer1, who may watch every camera live but holds no cameras right, and signs
+// them in (enrolling TOTP) in a tab of their own.
+func camViewer(e *env, b context.Context) context.Context {
+	e.t.Helper()
+	sub := authz.Subject{User: "admin", Via: "session"}
+	if err := e.az.PutRole(sub, authz.Role{Name: "watch", Cameras: map[string][]authz.Action{authz.AllCameras: {authz.Live}},
+		System: []authz.Action{authz.ViewStatus}}, ""); err != nil {
+		e.t.Fatal(err)
+	}
+	const viewerPassword = "plum orchard 31 sunrise"
+	if err := e.az.CreateUser(sub, authz.NewUser{Name: "viewer1", Password: viewerPassword, Roles: []string{"watch"}}, ""); err != nil {
+		e.t.Fatal(err)
+	}
+	viewer := e.tab(b)
+	e.do(viewer, "viewer login", chromedp.Navigate(e.origin+"/login"), chromedp.WaitVisible(chromedp.ID("name")),
+		chromedp.SendKeys(chromedp.ID("name"), "viewer1"), chromedp.SendKeys(chromedp.ID("password"), viewerPassword),
+		chromedp.Click(chromedp.ID("submit")), chromedp.WaitVisible(chromedp.ID("secret")))
+	vs := jsText(e, viewer, "#secret")
+	vc, _ := authz.TOTPCode(vs, e.clk.Now())
+	e.do(viewer, "viewer enrol", chromedp.SendKeys(chromedp.ID("code"), vc), chromedp.Click(chromedp.ID("submit")),
+		chromedp.WaitVisible(chromedp.ID("continue")), chromedp.Click(chromedp.ID("continue")), chromedp.WaitVisible(chromedp.ID("cameras")))
+	return viewer
 }
 
 // waitText polls until the page (after a form post, which navigates) has an element sel whose text

@@ -1,11 +1,14 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -26,6 +29,11 @@ type cameraRow struct {
 	PasswordAge string
 	// Latest is the newer firmware known for its model, if the camera runs an older one.
 	Latest string
+}
+
+// Kept reports whether an administrator exempted the account name of this camera from the policy.
+func (r cameraRow) Kept(name string) bool {
+	return slices.ContainsFunc(r.KeepAccounts, func(k camera.KeptAccount) bool { return k.Username == name })
 }
 
 // adoptFormData refills the adoption form after an error: never the password.
@@ -350,4 +358,139 @@ func humanAge(d time.Duration) string {
 	}
 	days := int(d.Hours()) / 24
 	return fmt.Sprintf("%d d %d h", days, int(d.Hours())%24)
+}
+
+// maxAccountsAnswer bounds the camera API answer an account action of the page reads back.
+const maxAccountsAnswer = 4 << 20
+
+// accountsPost runs an account action of the camera page — audit (list the accounts now and apply the
+// policy), keep (exempt one account, with a reason) or enforce (withdraw an exemption: the account is
+// deleted or secured at once) — as the camera API call it is: the same handler, access decision, audit
+// entries and checks ([cameraPages.callAPI]), so the page refuses what the API refuses, with its words.
+func (p *cameraPages) accountsPost(w http.ResponseWriter, r *http.Request, c *caller, f url.Values) {
+	id, action := r.PathValue("id"), r.PathValue("action")
+	if p.api == nil {
+		p.allowed(w, r, c) // decided and audited; answers 403, or 503 to those allowed
+		return
+	}
+	var body any
+	switch action {
+	case "audit":
+	case "keep":
+		body = camera.KeepRequest{Username: f.Get("username"), Level: f.Get("level"), Reason: f.Get("reason")}
+	case "enforce":
+		body = struct {
+			Username string `json:"username"`
+		}{f.Get("username")}
+	default:
+		if p.allowed(w, r, c) {
+			p.s.fail(w, r, c, http.StatusNotFound, "no such camera account action")
+		}
+		return
+	}
+	code, answer, d, err := p.accountsAPI(r, c, id, action, body)
+	if err != nil {
+		p.s.fail(w, r, c, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if d.denied != "" || code == http.StatusForbidden {
+		reason := d.denied
+		if reason == "" {
+			reason = "the camera manager refused the request"
+		}
+		p.s.fail(w, r, c, http.StatusForbidden, "denied: "+reason)
+		return
+	}
+	var v struct {
+		camera.CameraView
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(answer, &v); err != nil && code < 300 {
+		code, v.Error = http.StatusBadGateway, "unreadable answer of the camera manager"
+	}
+	user := cleanText(f.Get("username"), 64)
+	if code >= 300 {
+		what := map[string]string{"audit": "the account audit of " + id, "keep": "keeping account " + user + " of " + id,
+			"enforce": "withdrawing the exemption of account " + user + " of " + id}[action]
+		if v.Error == "" {
+			v.Error = http.StatusText(code)
+		}
+		p.show(w, r, c, code, what+" failed: "+v.Error, "", camerasData{})
+		return
+	}
+	p.show(w, r, c, http.StatusOK, "", accountsMessage(action, id, user, v.Camera), camerasData{})
+}
+
+// accountsMessage says what an account action did, from the camera the manager answered.
+func accountsMessage(action, id, user string, cam camera.Camera) string {
+	switch action {
+	case "keep":
+		for _, k := range cam.KeepAccounts {
+			if k.Username == user {
+				return fmt.Sprintf("account %s of %s is kept (level %s at most) by %s: %s. The appliance neither deletes nor secures it while the exemption lasts; a higher level is an alarm",
+					user, id, k.Level, k.By, k.Reason)
+			}
+		}
+		return fmt.Sprintf("account %s of %s is kept", user, id)
+	case "enforce":
+		state := "not on the camera"
+		for _, a := range cam.Accounts {
+			if a.Username == user && (a.Present || a.State == camera.AccountDeleted) {
+				state = string(a.State)
+			}
+		}
+		return fmt.Sprintf("account %s of %s is no longer kept; the camera was audited at once: %s", user, id, state)
+	}
+	n := 0
+	for _, a := range cam.Accounts {
+		if a.Present {
+			n++
+		}
+	}
+	return fmt.Sprintf("the accounts of %s were listed now and the policy applied: %d accounts on the camera", id, n)
+}
+
+// accountsAPI calls POST /api/v1/cameras/{id}/accounts/{action} with body (JSON, nil for none) for c
+// and returns the API's status and answer and the access decision.
+func (p *cameraPages) accountsAPI(r *http.Request, c *caller, id, action string, body any) (int, []byte, *apiDecision, error) {
+	var b []byte
+	if body != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
+			return 0, nil, nil, fmt.Errorf("account request: %w", err)
+		}
+	}
+	u := &url.URL{Path: "/api/v1/cameras/" + id + "/accounts/" + action,
+		RawPath: "/api/v1/cameras/" + url.PathEscape(id) + "/accounts/" + action}
+	ir := r.Clone(r.Context())
+	ir.Method, ir.URL, ir.RequestURI, ir.Pattern = http.MethodPost, u, u.RequestURI(), ""
+	ir.Body, ir.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	ir.Form, ir.PostForm, ir.MultipartForm = nil, nil, nil
+	ir.Header.Set("Content-Type", "application/json")
+	rec := &bufferedAnswer{h: http.Header{}}
+	d := p.callAPI(rec, ir, c)
+	return rec.code, rec.buf.Bytes(), d, nil
+}
+
+// bufferedAnswer collects a camera API answer for a page, up to [maxAccountsAnswer] bytes.
+type bufferedAnswer struct {
+	h    http.Header
+	code int
+	buf  bytes.Buffer
+}
+
+func (b *bufferedAnswer) Header() http.Header { return b.h }
+
+func (b *bufferedAnswer) WriteHeader(code int) {
+	if b.code == 0 {
+		b.code = code
+	}
+}
+
+func (b *bufferedAnswer) Write(p []byte) (int, error) {
+	b.WriteHeader(http.StatusOK)
+	if b.buf.Len()+len(p) > maxAccountsAnswer {
+		return 0, errors.New("camera API answer too large")
+	}
+	return b.buf.Write(p)
 }
