@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgenvr/nvr/internal/testpeer"
 )
 
 // The builds rootfs/imagetest.sh prepares (make image-test).
@@ -273,7 +275,7 @@ func startVM(t *testing.T, dir, disk string) *vm {
 	t.Cleanup(func() { tpm.Process.Kill(); tpm.Wait() })
 	waitCond(t, 10*time.Second, "swtpm socket", func() bool { _, err := os.Stat(sock); return err == nil })
 
-	v := &vm{t: t, httpsPort: freePort(t)}
+	v := &vm{t: t, httpsPort: testpeer.FreePort(t)}
 	// The NIC sits behind a PCIe root port so the guest names it enp1s0, the x86 box's client port.
 	cmd := exec.Command("qemu-system-x86_64", "-machine", "q35", "-m", "1024", "-smp", "2", "-nographic",
 		"-drive", "file="+disk+",format=raw,if=virtio",
@@ -318,21 +320,7 @@ func (v *vm) since() string {
 // waitFor waits until the serial console shows marker after the previous match, and moves past it.
 func (v *vm) waitFor(d time.Duration, what, marker string) {
 	v.t.Helper()
-	waitCond(v.t, d, what, func() bool {
-		s := v.text()
-		rest := s[min(v.mark, len(s)):]
-		for _, bad := range []string{"Kernel panic", "grub>", "emergency mode"} {
-			if strings.Contains(rest, bad) {
-				v.t.Fatalf("boot failed (%s):\n%s", bad, tail(rest, 40))
-			}
-		}
-		i := strings.Index(rest, marker)
-		if i < 0 {
-			return false
-		}
-		v.mark += i + len(marker)
-		return true
-	})
+	v.waitForRe(d, what, regexp.MustCompile(regexp.QuoteMeta(marker)))
 }
 
 // waitForRe is waitFor with a regular expression.
@@ -341,6 +329,11 @@ func (v *vm) waitForRe(d time.Duration, what string, re *regexp.Regexp) {
 	waitCond(v.t, d, what, func() bool {
 		s := v.text()
 		rest := s[min(v.mark, len(s)):]
+		for _, bad := range []string{"Kernel panic", "grub>", "emergency mode"} {
+			if strings.Contains(rest, bad) {
+				v.t.Fatalf("boot failed (%s):\n%s", bad, tail(rest, 40))
+			}
+		}
 		loc := re.FindStringIndex(rest)
 		if loc == nil {
 			return false
@@ -383,16 +376,6 @@ func checkSetupPage(t *testing.T, port int) {
 	if page.TLS == nil || page.TLS.Version < tls.VersionTLS12 {
 		t.Fatalf("setup page not over TLS 1.2+: %+v", page.TLS)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 type writerFunc func([]byte) (int, error)
