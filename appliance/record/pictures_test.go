@@ -2,14 +2,10 @@ package record
 
 import (
 	"bytes"
-	"errors"
-	"io"
-	"path/filepath"
 	"testing"
 	"time"
 	"unsafe"
 
-	"github.com/edgenvr/nvr/appliance/vault"
 	"golang.org/x/sys/unix"
 )
 
@@ -87,21 +83,9 @@ func TestArenaDoesNotChangeRecordings(t *testing.T) {
 		}
 		var out bytes.Buffer
 		for _, s := range segments(t, f.db) {
-			r, err := vault.Open(filepath.Join(f.dir, s.Path), f.key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for {
-				plain, _, err := r.Next()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
+			for _, plain := range chunks(t, f, s) {
 				out.Write(plain)
 			}
-			r.Close()
 		}
 		return out.Bytes()
 	}

@@ -90,32 +90,39 @@ func segments(t *testing.T, db *store.DB) []store.Segment {
 	return out
 }
 
-// fragmentsOf decrypts a segment and returns the spans of its fragments.
-func fragmentsOf(t *testing.T, f *fixture, s store.Segment) []FragmentSpan {
+// chunks decrypts a segment and returns the plaintext of each chunk: the init segment, then the fragments.
+func chunks(t *testing.T, f *fixture, s store.Segment) [][]byte {
 	t.Helper()
 	r, err := vault.Open(filepath.Join(f.dir, s.Path), f.key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	var spans []FragmentSpan
+	var out [][]byte
 	for {
-		plain, info, err := r.Next()
+		plain, _, err := r.Next()
 		if errors.Is(err, io.EOF) {
-			return spans
+			return out
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.Index == 0 {
-			continue
-		}
+		out = append(out, bytes.Clone(plain))
+	}
+}
+
+// fragmentsOf decrypts a segment and returns the spans of its fragments.
+func fragmentsOf(t *testing.T, f *fixture, s store.Segment) []FragmentSpan {
+	t.Helper()
+	var spans []FragmentSpan
+	for _, plain := range chunks(t, f, s)[1:] {
 		sp, err := ParseFragment(plain)
 		if err != nil {
 			t.Fatal(err)
 		}
 		spans = append(spans, sp)
 	}
+	return spans
 }
 
 func TestSegmentsAndFragments(t *testing.T) {
@@ -259,23 +266,13 @@ func TestExportIsByteIdentical(t *testing.T) {
 	}
 	var want bytes.Buffer
 	for i, s := range segments(t, f.db) {
-		r, err := vault.Open(filepath.Join(f.dir, s.Path), f.key)
-		if err != nil {
-			t.Fatal(err)
+		c := chunks(t, f, s)
+		if i > 0 {
+			c = c[1:] // the init segment once
 		}
-		for {
-			plain, info, err := r.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if info.Index > 0 || i == 0 {
-				want.Write(plain)
-			}
+		for _, plain := range c {
+			want.Write(plain)
 		}
-		r.Close()
 	}
 	var got bytes.Buffer
 	rep, err := Export(f.dir, f.db, f.key, "cam1", wall.Add(-time.Hour), wall.Add(time.Hour), &got)
