@@ -170,11 +170,9 @@ func newBenchFixture(b *testing.B, segments int) *fixture {
 	return makeFixture(b, segments, 60, time.Minute, 2000)
 }
 
-// makeFixture records segments of frags fragments each; after each segment's leaf, between (if any) may
-// append other leaves.
-func makeFixture(t testing.TB, segments, frags int, segLen time.Duration, pad int, between ...func(i int, l *Log)) *fixture {
+// openIndex opens a fresh index, whose integrity and log are verified when the test ends.
+func openIndex(t testing.TB) *store.DB {
 	t.Helper()
-	k, _ := testKeys(t)
 	db, err := store.Open(filepath.Join(t.TempDir(), "index.db"), store.Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -190,11 +188,21 @@ func makeFixture(t testing.TB, segments, frags int, segLen time.Duration, pad in
 			t.Error(err)
 		}
 	})
+	return db
+}
+
+// makeFixture records segments of frags fragments each; after each segment's leaf, between (if any) may
+// append other leaves.
+func makeFixture(t testing.TB, segments, frags int, segLen time.Duration, pad int, between ...func(i int, l *Log)) *fixture {
+	t.Helper()
+	k, _ := testKeys(t)
+	db := openIndex(t)
 	f := &fixture{db: db, k: k, signer: &countingSigner{Signer: k.log},
 		rec: &memRecordings{chunks: map[[16]byte][][]byte{}, missing: map[[16]byte]bool{}, hidden: map[[16]byte]bool{}}}
 	lfp, _ := KeyFingerprint(k.log.Public())
 	efp, _ := KeyFingerprint(k.export.Public())
 	clock := t0
+	var err error
 	f.log, err = New(Config{Store: db, Key: f.signer, Appliance: k.id.Appliance, LogKeyFingerprint: lfp, ExportKeyFingerprint: efp,
 		Clock: func() time.Time { return clock }}, nil)
 	if err != nil {

@@ -53,22 +53,12 @@ type multiFixture struct {
 func newMultiFixture(t *testing.T, cameras []string, segments int, skip map[string][]int) *multiFixture {
 	t.Helper()
 	k, _ := testKeys(t)
-	db, err := store.Open(filepath.Join(t.TempDir(), "index.db"), store.Options{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := db.VerifyLog(); err != nil {
-			t.Errorf("VerifyLog: %v", err)
-		}
-		if err := db.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	db := openIndex(t)
 	f := &multiFixture{fixture: &fixture{db: db, k: k, signer: &countingSigner{Signer: k.log}}, recs: &multiRecordings{byCam: map[string]*memRecordings{}}}
 	lfp, _ := KeyFingerprint(k.log.Public())
 	efp, _ := KeyFingerprint(k.export.Public())
 	clock := t0
+	var err error
 	f.log, err = New(Config{Store: db, Key: f.signer, Appliance: k.id.Appliance, LogKeyFingerprint: lfp, ExportKeyFingerprint: efp,
 		Clock: func() time.Time { return clock }}, nil)
 	if err != nil {
