@@ -12,29 +12,13 @@ import (
 	"time"
 
 	"github.com/edgenvr/nvr/appliance/authz"
+	"github.com/edgenvr/nvr/appliance/evidence"
 )
 
 // Exports of several cameras over one range: the export page (/export), its form and the API
 // (POST /api/v1/export). Every camera is decided on its own through authz, and audited; one camera the
 // caller may not export refuses the whole export, naming it, rather than leaving it out. Under dual
 // authorization one authz approval covers the whole set, and names it.
-
-// maxExportCameras bounds the cameras of one export (the evidence format's own bound).
-const maxExportCameras = 64
-
-// validCamera reports whether name is a camera name as the appliance allows it: letters, digits, _ and -,
-// at most 64.
-func validCamera(name string) bool {
-	if name == "" || len(name) > 64 {
-		return false
-	}
-	for _, c := range []byte(name) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
 
 // exportCameras checks the cameras of an export request: at least one, at most 64, valid names, each
 // once (in the order given).
@@ -46,7 +30,7 @@ func exportCameras(in []string) ([]string, error) {
 			if name == "" {
 				continue
 			}
-			if !validCamera(name) {
+			if !evidence.ValidCameraName(name) {
 				return nil, fmt.Errorf("camera name %.80q: letters, digits, _ and - (at most 64)", name)
 			}
 			if !slices.Contains(out, name) {
@@ -57,8 +41,8 @@ func exportCameras(in []string) ([]string, error) {
 	switch {
 	case len(out) == 0:
 		return nil, fmt.Errorf("choose at least one camera")
-	case len(out) > maxExportCameras:
-		return nil, fmt.Errorf("%d cameras: at most %d in one export", len(out), maxExportCameras)
+	case len(out) > evidence.MaxExportCameras:
+		return nil, fmt.Errorf("%d cameras: at most %d in one export", len(out), evidence.MaxExportCameras)
 	}
 	return out, nil
 }
@@ -94,7 +78,7 @@ func (s *Server) exportPage(w http.ResponseWriter, r *http.Request, c *caller, _
 	names := slices.Clone(asked)
 	if s.cfg.Status != nil {
 		for _, cs := range s.cfg.Status.Dashboard().Cameras {
-			if validCamera(cs.Name) && !slices.Contains(names, cs.Name) {
+			if evidence.ValidCameraName(cs.Name) && !slices.Contains(names, cs.Name) {
 				names = append(names, cs.Name)
 			}
 		}
