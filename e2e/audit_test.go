@@ -86,13 +86,7 @@ func TestAuditAnchoredByRunningAppliance(t *testing.T) {
 		"-segment", "10s", "-transport", "tcp", "-log-level", "debug")
 	began := time.Now()
 	nvrd := a.start()
-	var base string
-	waitFor(t, 30*time.Second, "web server listening", func() bool {
-		if ev := a.events("web server listening"); len(ev) > 0 {
-			base, _ = ev[0]["url"].(string)
-		}
-		return base != ""
-	})
+	base := a.webURL(t)
 	jar, _ := cookiejar.New(nil)
 	client := &http.Client{
 		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, // the appliance's own certificate

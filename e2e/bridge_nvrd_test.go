@@ -79,10 +79,8 @@ func TestBridgeThroughNvrd(t *testing.T) {
 	if strings.HasSuffix(rtspAddr, ":0") || strings.HasSuffix(rtspsAddr, ":0") {
 		t.Fatalf("nvrd reports unbound bridge addresses %s %s", rtspAddr, rtspsAddr)
 	}
-	codeRE := regexp.MustCompile(`SETUP CODE ([A-Z0-9-]+)`)
-	waitFor(t, 30*time.Second, "the setup code on the console", func() bool { return codeRE.MatchString(nvrd.output()) })
 	const adminPassword = "basalt meadow 93 lantern"
-	admin := setupAdmin(t, origin, codeRE.FindStringSubmatch(nvrd.output())[1], adminPassword)
+	admin := setupAdmin(t, origin, setupCode(t, nvrd), adminPassword)
 
 	// Roles and accounts, through the users page; the roles grant the RTSP bridge right (system.bridge).
 	tok := admin.csrf("/users")

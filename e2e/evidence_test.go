@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -311,17 +310,8 @@ func TestEvidenceSeveralCameras(t *testing.T) {
 		cs.Password, "-segment", "5s", "-transport", "tcp", "-display", "console")
 	began := time.Now()
 	nvrd := a.start()
-	var origin string
-	waitFor(t, 30*time.Second, "web server listening", func() bool {
-		if ev := a.events("web server listening"); len(ev) > 0 {
-			origin, _ = ev[0]["url"].(string)
-		}
-		return origin != ""
-	})
-	origin = strings.TrimSuffix(origin, "/")
-	codeRE := regexp.MustCompile(`SETUP CODE ([A-Z0-9-]+)`)
-	waitFor(t, 30*time.Second, "the setup code on the console", func() bool { return codeRE.MatchString(nvrd.output()) })
-	admin := setupAdmin(t, origin, codeRE.FindStringSubmatch(nvrd.output())[1], "harbour copper 64 lantern")
+	origin := strings.TrimSuffix(a.webURL(t), "/")
+	admin := setupAdmin(t, origin, setupCode(t, nvrd), "harbour copper 64 lantern")
 	closed := func(cam string) int {
 		n := 0
 		for _, e := range a.events("segment closed") {

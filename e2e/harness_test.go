@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -283,6 +284,28 @@ func (a *appliance) start() *proc {
 		return strings.Contains(p.output(), `"msg":"recording"`)
 	})
 	return p
+}
+
+// webURL waits for nvrd's "web server listening" record and returns its URL ("https://HOST:PORT/").
+func (a *appliance) webURL(t testing.TB) string {
+	t.Helper()
+	var u string
+	waitFor(t, 30*time.Second, "web server listening", func() bool {
+		if ev := a.events("web server listening"); len(ev) > 0 {
+			u, _ = ev[0]["url"].(string)
+		}
+		return u != ""
+	})
+	return u
+}
+
+var setupCodeRE = regexp.MustCompile(`SETUP CODE ([A-Z0-9-]+)`)
+
+// setupCode waits for the one-time setup code on nvrd's console display and returns it.
+func setupCode(t testing.TB, nvrd *proc) string {
+	t.Helper()
+	waitFor(t, 30*time.Second, "the setup code on the console", func() bool { return setupCodeRE.MatchString(nvrd.output()) })
+	return setupCodeRE.FindStringSubmatch(nvrd.output())[1]
 }
 
 // events returns the JSON log records of every nvrd run whose msg is msg.

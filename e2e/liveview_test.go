@@ -234,18 +234,9 @@ func TestBrowserLiveViewPlaybackExport(t *testing.T) {
 		cs.Password, "-segment", "4s", "-transport", "tcp", "-display", "console")
 	began := time.Now()
 	nvrd := a.start()
-	var origin string
-	waitFor(t, 30*time.Second, "web server listening", func() bool {
-		if ev := a.events("web server listening"); len(ev) > 0 {
-			origin, _ = ev[0]["url"].(string)
-		}
-		return origin != ""
-	})
-	origin = strings.TrimSuffix(origin, "/")
-	codeRE := regexp.MustCompile(`SETUP CODE ([A-Z0-9-]+)`)
-	waitFor(t, 30*time.Second, "the setup code on the console", func() bool { return codeRE.MatchString(nvrd.output()) })
+	origin := strings.TrimSuffix(a.webURL(t), "/")
 	const adminPassword = "copper lantern 58 harbour"
-	admin := setupAdmin(t, origin, codeRE.FindStringSubmatch(nvrd.output())[1], adminPassword)
+	admin := setupAdmin(t, origin, setupCode(t, nvrd), adminPassword)
 
 	// A viewer of cam1 only, without the status right.
 	tok := admin.csrf("/users")

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -17,17 +16,8 @@ func TestDaemonServesSetupPage(t *testing.T) {
 	cs := startCamsim(t, 1)
 	a := newAppliance(t, "", map[string]string{"cam1": "rtsp://" + cs.RTSP + "/cam1"}, cs.Password, "-display", "console")
 	nvrd := a.start()
-	var url string
-	waitFor(t, 30*time.Second, "web server listening", func() bool {
-		ev := a.events("web server listening")
-		if len(ev) > 0 {
-			url, _ = ev[0]["url"].(string)
-		}
-		return url != ""
-	})
-	code := regexp.MustCompile(`SETUP CODE ([A-Z0-9-]+)`)
-	waitFor(t, 30*time.Second, "the setup code on the console", func() bool { return code.MatchString(nvrd.output()) })
-	setup := code.FindStringSubmatch(nvrd.output())[1]
+	url := a.webURL(t)
+	setup := setupCode(t, nvrd)
 
 	client := &http.Client{
 		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, // the appliance's own certificate
